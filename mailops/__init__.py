@@ -1,0 +1,8 @@
+"""mailops: declarative self-hosted mail."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("mailops")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+src"

@@ -1,0 +1,3 @@
+from mailops.cli import main
+
+main()

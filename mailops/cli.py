@@ -1,0 +1,184 @@
+"""The `mailops` command line: the only module that knows about the terminal.
+
+Exit codes: 0 ok; 1 findings or changes refused; 2 usage or spec error.
+Every reporting command has --json. A MailopsError becomes one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mailops import __version__
+from mailops.errors import MailopsError, SpecError
+from mailops.spec.diagnostics import Diagnostic
+
+app = typer.Typer(
+    name="mailops",
+    help="Declarative self-hosted mail: validate, render, apply and audit one YAML spec.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="The spec file (YAML).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mailops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """mailops: one YAML file describes a mail service; mailops makes it so."""
+
+
+def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    for d in diagnostics:
+        style = "red" if d.severity == "error" else "yellow"
+        err.print(f"{d.file}:{d.line}:{d.col}: [{style}]{d.severity}[/{style}]: ", end="")
+        err.print(d.message, markup=False)
+
+
+# ---------------------------------------------------------------- validate
+
+
+@app.command()
+def validate(
+    spec: SpecArg,
+    as_json: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as failures.")] = False,
+) -> None:
+    """Check a spec: exit 0 valid, 1 warnings under --strict, 2 errors."""
+    from mailops.spec.load import check_spec
+
+    loaded, diagnostics = check_spec(spec)
+    n_err = sum(d.severity == "error" for d in diagnostics)
+    n_warn = len(diagnostics) - n_err
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "valid": loaded is not None,
+                    "errors": n_err,
+                    "warnings": n_warn,
+                    "diagnostics": [d.as_dict() for d in diagnostics],
+                }
+            )
+        )
+    else:
+        print_diagnostics(diagnostics)
+        if loaded is not None:
+            s = loaded.spec
+            users = sum(len(d.users) for d in s.domains.values())
+            out.print(
+                f"{spec}: valid — {len(s.hosts)} host(s), {len(s.domains)} domain(s), "
+                f"{users} user(s), {n_warn} warning(s)",
+                markup=False,
+            )
+        else:
+            err.print(f"{spec}: {n_err} error(s), {n_warn} warning(s)", markup=False)
+    if loaded is None:
+        raise typer.Exit(2)
+    if strict and n_warn:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- schema
+
+
+@app.command()
+def schema(
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of the spec (for editors and CI)."""
+    from mailops.files import write_atomic
+    from mailops.spec.schema import schema_text
+
+    text = schema_text()
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(out_file, text.encode())
+        err.print(f"wrote {out_file}", markup=False)
+
+
+# ---------------------------------------------------------------- init
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the spec in.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing spec.")] = False,
+) -> None:
+    """Write a commented starter spec (mailops.yaml) that validates."""
+    from importlib.resources import files
+
+    from mailops.files import write_atomic
+
+    target = directory / "mailops.yaml"
+    if target.exists() and not force:
+        raise MailopsError(f"{target} already exists (use --force to overwrite it)")
+    text = files("mailops").joinpath("templates/init.yaml").read_bytes()
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, text)
+    out.print(f"wrote {target}; next: mailops validate {target}", markup=False)
+
+
+# ---------------------------------------------------------------- hash-password
+
+
+@app.command("hash-password")
+def hash_password_cmd(
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Print an {ARGON2ID} hash for password_hash (prompts twice, without echo)."""
+    import getpass
+
+    from mailops.passwords import hash_password
+
+    if stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise MailopsError("no terminal to prompt on; use --stdin to read the password")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise MailopsError("the two passwords differ; nothing was hashed")
+    if not password:
+        raise MailopsError("the password is empty; nothing was hashed")
+    out.print(hash_password(password), markup=False)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    """Entry point: click handles usage errors (exit 2); ours become one line."""
+    try:
+        app()
+    except SpecError as exc:
+        print_diagnostics(exc.diagnostics)
+        sys.exit(exc.exit_code)
+    except MailopsError as exc:
+        err.print(f"mailops: error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
