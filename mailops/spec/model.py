@@ -194,8 +194,8 @@ class Defaults(HostSettings):
     """SSH connection settings shared by every host."""
 
 
-class Host(HostSettings):
-    """A machine that runs the mailops runtime."""
+class HostIdentity(Model):
+    """What names and addresses a host has (never defaulted)."""
 
     fqdn: Hostname
     """Fully qualified name: EHLO and banner name, MX target, TLS name."""
@@ -203,6 +203,10 @@ class Host(HostSettings):
     """Public IPv4 address (published as A)."""
     ipv6: IPv6 | None = None
     """Public IPv6 address (published as AAAA)."""
+
+
+class Host(HostSettings, HostIdentity):
+    """A machine that runs the mailops runtime."""
 
     @model_validator(mode="after")
     def _has_address(self) -> Host:
