@@ -182,3 +182,15 @@ def main() -> None:
     except MailopsError as exc:
         err.print(f"mailops: error: {exc}", markup=False)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        # A bug of ours. Say so in one line; MAILOPS_DEBUG=1 shows the traceback.
+        import os
+
+        if os.environ.get("MAILOPS_DEBUG"):
+            raise
+        err.print(
+            f"mailops: internal error: {type(exc).__name__}: {exc} "
+            "(please report it; MAILOPS_DEBUG=1 shows the details)",
+            markup=False,
+        )
+        sys.exit(70)

@@ -25,6 +25,8 @@ _HASHER = argon2.PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4)
 
 def check_hash(text: str) -> str:
     """Accept a `{SCHEME}hash` of a supported scheme; refuse {PLAIN} and the rest."""
+    if not isinstance(text, str):
+        raise ValueError(f"must be a string such as {{ARGON2ID}}$argon2id$…, got {text!r}")
     if not text.startswith("{") or "}" not in text:
         raise ValueError(
             "must start with a scheme such as {ARGON2ID} (make one with 'mailops hash-password')"

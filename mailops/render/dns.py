@@ -358,8 +358,7 @@ NULL_SRV = "0 0 0 ."
 def mx_targets(spec: Spec, domain: Domain) -> list[tuple[int, str]]:
     """(priority, host name) of each MX, lowest priority first (ties keep spec order)."""
     targets = [
-        (mx.priority, spec.hosts[mx.host].fqdn if mx.host else mx.name or "")
-        for mx in domain.mx
+        (mx.priority, spec.hosts[mx.host].fqdn if mx.host else mx.name or "") for mx in domain.mx
     ]
     return sorted(targets, key=lambda t: t[0])
 
@@ -388,7 +387,9 @@ def spf_text(spec: Spec, domain: Domain) -> str:
 
 def spf_lookups(text: str) -> int:
     """DNS lookups that an SPF check of `text` starts with (RFC 7208 §4.6.4 allows 10)."""
-    return sum(term == "mx" or term.startswith(("include:", "a:", "exists:")) for term in text.split())
+    return sum(
+        term == "mx" or term.startswith(("include:", "a:", "exists:")) for term in text.split()
+    )
 
 
 def dmarc_text(domain: Domain) -> str:
@@ -506,7 +507,7 @@ def build_dns(spec: Spec, dkim: Mapping[tuple[str, str], str]) -> DnsSet:
                     "have mailops write them as a zone)",
                 )
             )
-        _check_spf_lookups(name, records, notes)
+        _check_spf_lookups(name, spf_text(spec, domain), notes)
     records += _host_records(spec, place, notes)
     records += _zone_records(spec.dns.zones)
     zones = _assemble(spec, place, records)
@@ -539,9 +540,8 @@ def _report_authorizations(
     return out
 
 
-def _check_spf_lookups(name: str, records: list[Record], notes: list[Notice]) -> None:
-    spf = next(r for r in reversed(records) if r.purpose == "spf" and r.name == name)
-    count = spf_lookups(spf.text)
+def _check_spf_lookups(name: str, spf: str, notes: list[Notice]) -> None:
+    count = spf_lookups(spf)
     if count > 10:
         notes.append(
             Notice(
@@ -580,7 +580,9 @@ def _zone_records(zones: Mapping[str, Zone]) -> list[Record]:
         if zone.managed == "full":
             records += [Record(name, "NS", zone.ttl, ns + ".", "ns") for ns in zone.nameservers]
         for extra in zone.extra_records:
-            records.append(_extra_record(name, zone.ttl, extra.name, extra.type, extra.value, extra.ttl))
+            records.append(
+                _extra_record(name, zone.ttl, extra.name, extra.type, extra.value, extra.ttl)
+            )
     return records
 
 
@@ -712,15 +714,11 @@ def _check_zone(zone: ZoneRecords, notes: list[Notice]) -> None:
                     f"{zone.name}; receivers then ignore both: remove the one in extra_records"
                 )
     for ns in zone.nameservers:
-        if place_in(ns, zone.name) and not ({(ns, "A"), (ns, "AAAA")} & groups.keys()):
+        if is_under(ns, zone.name) and not ({(ns, "A"), (ns, "AAAA")} & groups.keys()):
             raise DnsError(
                 f"nameserver {ns} of zone {zone.name} lies inside the zone but has no address: "
                 f"add an A or AAAA record for it under dns.zones.{zone.name}.extra_records"
             )
-
-
-def place_in(name: str, zone: str) -> bool:
-    return is_under(name, zone)
 
 
 def _txt_tag(record: Record) -> str:

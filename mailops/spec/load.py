@@ -274,20 +274,16 @@ def _message(err: dict, loc: Loc) -> tuple[str, bool]:
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     is_key = bool(loc) and loc[-1] == "[key]"
     loc = loc[:-1] if is_key else loc
-    subject = _subject(loc)
+    subject = _key_subject(loc) if is_key else _who(loc)
     if kind == "missing":
         return f"missing required key '{loc[-1]}' in {describe(loc[:-1])}", True
     if kind == "extra_forbidden":
         return _unknown_key(loc), True
     if kind in ("value_error", "assertion_error"):
         text = str(ctx.get("error", err["msg"]))
-        field_level = _is_field(loc)
         if text.startswith(("must", "is ", "needs", "give")):
-            who = subject if field_level else describe(loc)
-            if is_key:
-                who = f"{loc[-2][:-1]} id '{loc[-1]}'" if len(loc) == 2 else f"'{loc[-1]}'"
-            text = f"{who} {text}"
-        return text, is_key or not field_level
+            text = f"{subject} {text}"
+        return text, is_key or not _is_field(loc)
     if kind == "literal_error":
         return (
             f"{subject} must be one of {_choices(ctx.get('expected', ''))}, got {_show(value)}",
@@ -314,11 +310,22 @@ def _message(err: dict, loc: Loc) -> tuple[str, bool]:
     return f"{subject}: {err['msg']}", False
 
 
-def _subject(loc: Loc) -> str:
-    for step in reversed(loc):
-        if isinstance(step, str):
-            return step
-    return "value"
+def _who(loc: Loc) -> str:
+    """The subject of a sentence about the value at `loc`: a field's own name
+    ("priority"), a list entry ("services entry 2") or a thing ("host 'mx1'")."""
+    if not loc:
+        return "the spec"
+    if isinstance(loc[-1], int) and not _model_keys(loc):
+        return f"{_who(loc[:-1])} entry {loc[-1] + 1}"
+    if _is_field(loc):
+        return str(loc[-1])
+    return describe(loc)
+
+
+def _key_subject(loc: Loc) -> str:
+    """The subject of a sentence about a mapping key (a name the user chose)."""
+    kind = {"hosts": "host id", "relays": "relay id"}.get(loc[-2] if len(loc) > 1 else "")
+    return f"{kind} '{loc[-1]}'" if kind else f"key '{loc[-1]}'"
 
 
 def _show(value: Any) -> str:
@@ -360,7 +367,8 @@ def describe(loc: Loc) -> str:
     elif len(p) >= 2 and p[0] == "domains":
         dname = p[1]
         if len(p) >= 4 and p[2] in ("users", "aliases"):
-            base, rest = f"{p[2][:-1]} '{p[3]}@{dname}'", p[4:]
+            kind = "user" if p[2] == "users" else "alias"
+            base, rest = f"{kind} '{p[3]}@{dname}'", p[4:]
         elif len(p) >= 4 and p[2] == "mx" and isinstance(p[3], int):
             base, rest = f"MX entry {p[3] + 1} of domain {dname}", p[4:]
         else:
@@ -375,7 +383,7 @@ def describe(loc: Loc) -> str:
         base, rest = "defaults", p[1:]
     if not rest:
         return base
-    path = ".".join(str(s) for s in rest)
+    path = "".join(f"[{s + 1}]" if isinstance(s, int) else f".{s}" for s in rest).lstrip(".")
     return f"'{path}'" if base == "the spec" else f"'{path}' of {base}"
 
 
