@@ -67,8 +67,10 @@ def main() -> None:
     users = sum(len(d.users) for d in loaded.spec.domains.values())
     median = statistics.median(times)
     print(f"validate: {DOMAINS} domains, {users} users, {size / 1e6:.1f} MB YAML")
-    print(f"validate: median {median:.3f} s over {args.runs} runs "
-          f"(min {min(times):.3f}, max {max(times):.3f}); target < 1.0 s")
+    print(
+        f"validate: median {median:.3f} s over {args.runs} runs "
+        f"(min {min(times):.3f}, max {max(times):.3f}); target < 1.0 s"
+    )
 
 
 if __name__ == "__main__":

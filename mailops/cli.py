@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -167,6 +167,61 @@ def hash_password_cmd(
     if not password:
         raise MailopsError("the password is empty; nothing was hashed")
     out.print(hash_password(password), markup=False)
+
+
+# ---------------------------------------------------------------- dns
+
+
+@app.command()
+def dns(
+    spec: SpecArg,
+    zone: Annotated[
+        str | None, typer.Option("--zone", help="Only this zone (a name from dns.zones).")
+    ] = None,
+    fmt: Annotated[
+        Literal["zone", "records", "json"] | None,
+        typer.Option(
+            "--format",
+            help="zone: BIND zone file (full zones); records: lines to enter at a DNS "
+            "provider; json: the record model. Default: zone for full zones, records "
+            "for the rest.",
+            show_default=False,
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write <zone>.zone, <zone>.records.txt and <domain>/ files here "
+            "instead of printing.",
+        ),
+    ] = None,
+) -> None:
+    """Print or write every DNS record of the spec (DKIM keys are made on first use)."""
+    import datetime as dt
+
+    from mailops.render import dkim, dns_output
+    from mailops.render.dns import build_dns, zone_kinds
+    from mailops.spec.load import load_spec
+
+    loaded = load_spec(spec)
+    print_diagnostics(loaded.diagnostics)
+    selected = dns_output.select_zones(zone_kinds(loaded.spec), zone, fmt)
+    keys, key_notes = dkim.ensure_keys(loaded.spec, dkim.key_dir_for(loaded.base_dir))
+    dnsset = build_dns(loaded.spec, dkim.dkim_records(keys))
+    zones = [z for z in dnsset.zones if z.name in selected]
+    previous = dns_output.read_previous(out_dir, zones) if out_dir is not None else {}
+    # The serial's date is UTC, so two operators in different time zones agree.
+    today = dt.datetime.now(dt.UTC).date()
+    serials = dns_output.serials_for(zones, previous, today)
+    result = dns_output.render_output(dnsset, zones, fmt, serials)
+    for note in [*key_notes, *result.notes]:
+        err.print(str(note), markup=False)
+    if out_dir is None:
+        sys.stdout.write(result.stdout)
+        return
+    written = dns_output.write_files(out_dir, result.files)
+    err.print(f"wrote {len(written)} file(s) to {out_dir}", markup=False)
 
 
 # ---------------------------------------------------------------- entry point

@@ -16,8 +16,11 @@ provider's form and to dnspython, whatever the zone's origin.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
 import dns.name
@@ -38,12 +41,12 @@ TXT_CHUNK = 255
 """A TXT character-string holds at most 255 bytes (RFC 1035 §3.3)."""
 
 # The order records of one owner name appear in: the apex's SOA and NS first
-# (as BIND itself writes them), then mail routing, addresses, policies, services.
+# (zone files conventionally begin so), then mail routing, addresses, policies, services.
 TYPE_ORDER = ("SOA", "NS", "MX", "A", "AAAA", "TXT", "SRV", "CNAME", "CAA", "TLSA", "SSHFP", "PTR")
 _TYPE_RANK = {t: i for i, t in enumerate(TYPE_ORDER)}
 
 Purpose = Literal[
-    "ns", "mx", "address", "spf", "dkim", "dmarc", "dmarc-report", "mta-sts", "tls-rpt",
+    "soa", "ns", "mx", "address", "spf", "dkim", "dmarc", "dmarc-report", "mta-sts", "tls-rpt",
     "srv", "autoconfig", "ptr", "extra",
 ]  # fmt: skip
 
@@ -75,6 +78,8 @@ def quote_txt(strings: Iterable[bytes]) -> str:
 
 
 def _escape(chunk: bytes) -> str:
+    if _PLAIN.fullmatch(chunk):  # the usual case (SPF, DKIM, DMARC): nothing to escape
+        return chunk.decode("ascii")
     out = []
     for byte in chunk:
         if byte in (0x22, 0x5C):
@@ -84,6 +89,10 @@ def _escape(chunk: bytes) -> str:
         else:
             out.append(f"\\{byte:03d}")
     return "".join(out)
+
+
+_PLAIN = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+"""Printable ASCII without `"` and `\\`: bytes that zone-file syntax takes as they are."""
 
 
 def txt_value(text: str) -> str:
@@ -128,7 +137,12 @@ class Record:
 
     @classmethod
     def txt(cls, name: str, text: str, ttl: int, purpose: Purpose, domain: str = "") -> Record:
-        return cls(name, "TXT", ttl, txt_value(text), purpose, domain)
+        strings = split_txt(text)
+        record = cls(name, "TXT", ttl, quote_txt(strings), purpose, domain)
+        # Seed the cache: parsing the value back would give the same strings, at a
+        # cost that hundreds of DKIM keys make noticeable.
+        record.__dict__["strings"] = strings
+        return record
 
     @property
     def fqdn(self) -> str:
@@ -136,11 +150,19 @@ class Record:
         return self.name + "."
 
     def rdata(self) -> dns.rdata.Rdata:
+        return self._rdata
+
+    @cached_property
+    def _rdata(self) -> dns.rdata.Rdata:
         return dns.rdata.from_text(
-            dns.rdataclass.IN, dns.rdatatype.from_text(self.type), self.value, dns.name.root
+            dns.rdataclass.IN,
+            dns.rdatatype.from_text(self.type),
+            self.value,
+            dns.name.root,
+            relativize=False,
         )
 
-    @property
+    @cached_property
     def strings(self) -> tuple[bytes, ...]:
         """A TXT record's character-strings."""
         return tuple(self.rdata().strings)  # type: ignore[attr-defined]
@@ -159,14 +181,28 @@ class Record:
         return self.fqdn
 
     def canonical(self) -> CanonicalRecord:
-        return CanonicalRecord(canonical_name(self.name), self.type, canonical_value(self.rdata()))
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> CanonicalRecord:
+        if self.type == "TXT":
+            value = b"".join(self.strings).decode("utf-8", "backslashreplace")
+        else:
+            value = canonical_value(self.rdata())
+        return CanonicalRecord(canonical_name(self.name), self.type, value)
 
 
 def canonical_name(name: str | dns.name.Name) -> str:
     """`Mx1.Example.ORG` → `mx1.example.org.`"""
     if isinstance(name, str):
+        if _SIMPLE_NAME.fullmatch(name):  # what dnspython would print for it, only faster
+            return name.lower().rstrip(".") + "."
         name = dns.name.from_text(name, dns.name.root)
     return name.canonicalize().to_text()
+
+
+# Letters, digits, '-', '_' and '*' in non-empty labels: no escaping in presentation form.
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9_*-]+(\.[A-Za-z0-9_*-]+)*\.?")
 
 
 def canonical_value(rdata: dns.rdata.Rdata) -> str:
@@ -320,6 +356,17 @@ class Placement:
     def ttl(self, name: str) -> int:
         zone = _longest_suffix(name, self.zones)
         return self.zones[zone].ttl if zone else DEFAULT_TTL
+
+
+def zone_kinds(spec: Spec) -> dict[str, Literal["full", "records"]]:
+    """Every zone `build_dns` will return, with its kind: the zones of `dns.zones`,
+    and the mail domains in none of them (records only)."""
+    kinds: dict[str, Literal["full", "records"]] = {
+        name: zone.managed for name, zone in spec.dns.zones.items()
+    }
+    for name in Placement.of(spec).unzoned:
+        kinds[name] = "records"
+    return kinds
 
 
 def _longest_suffix(name: str, candidates: Mapping[str, object] | frozenset[str]) -> str | None:
@@ -479,9 +526,9 @@ def report_domains(domain: Domain) -> list[str]:
 
 def needs_report_authorization(domain: str, receiver: str) -> bool:
     """RFC 7489 §7.1: reports may go to another organisation only if it agrees.
-    Without the public suffix list, a parent or child of the domain counts as
-    the same organisation, which is right for the common cases and errs on the
-    side of publishing an authorisation that was not needed."""
+    Without the public suffix list, a parent or child of the domain counts as the
+    same organisation and anything else as another; so siblings (a.example.org,
+    b.example.org) get an authorisation they did not need, which does no harm."""
     return not (is_under(domain, receiver) or is_under(receiver, domain))
 
 
@@ -563,7 +610,8 @@ def _host_records(spec: Spec, place: Placement, notes: list[Notice]) -> list[Rec
                 Notice(
                     "note",
                     f"host '{hid}' ({host.fqdn}) lies in no zone of dns.zones and under no "
-                    f"domain of the spec: publish its address yourself: {listed}",
+                    f"domain of the spec: publish its address yourself ({listed}) and ask the "
+                    f"address owner for the PTR back to {host.fqdn}",
                 )
             )
             continue
@@ -592,12 +640,17 @@ def _extra_record(
     """An extra record as given, with its names made absolute against the zone.
     TXT may be written unquoted in the spec; then the whole value is the text."""
     owner = _absolute(name, zone)
+    if not is_under(owner, zone):
+        raise DnsError(
+            f"extra record {name} {rtype} of zone {zone} lies outside the zone; write the name "
+            f"relative to {zone} (like 'www' or '@'), or list it under the zone it belongs to"
+        )
     origin = dns.name.from_text(zone, dns.name.root)
     if rtype == "TXT" and not value.lstrip().startswith('"'):
         text = txt_value(value)
     else:
         rdata = dns.rdata.from_text(
-            dns.rdataclass.IN, dns.rdatatype.from_text(rtype), value, origin
+            dns.rdataclass.IN, dns.rdatatype.from_text(rtype), value, origin, relativize=False
         )
         text = rdata.to_text(origin=dns.name.root, relativize=False)
     return Record(owner, rtype, ttl or zone_ttl, text, "extra")
@@ -612,11 +665,15 @@ def _absolute(name: str, zone: str) -> str:
 
 
 def _reverse_records(spec: Spec) -> list[Record]:
-    """The PTR each host address should have; sorted by host then address family."""
+    """The PTR each host address should have; sorted by host then address family.
+    Loopback and link-local addresses (labs, tests) have no owner to ask."""
     records = []
     for hid in sorted(spec.hosts):
         host = spec.hosts[hid]
         for address in host.addresses():
+            ip = ipaddress.ip_address(address)
+            if ip.is_loopback or ip.is_link_local:
+                continue
             owner = dns.reversename.from_address(address).to_text(omit_final_dot=True)
             records.append(Record(owner, "PTR", DEFAULT_TTL, host.fqdn + ".", "ptr"))
     return records
@@ -629,9 +686,19 @@ def _sort_key(zone: str):
     def key(record: Record) -> tuple:
         relative = record.name[: -len(zone)].rstrip(".") if record.name != zone else ""
         labels = tuple(reversed(relative.split("."))) if relative else ()
-        return (labels, _TYPE_RANK.get(record.type, len(TYPE_ORDER)), record.type, record.value)
+        rank = _TYPE_RANK.get(record.type, len(TYPE_ORDER))
+        return (labels, rank, record.type, _natural(record.value))
 
     return key
+
+
+def _natural(value: str) -> tuple:
+    """Numbers compared as numbers, so MX 5 sorts before MX 10. The split
+    alternates text and digits from the start, so equal positions hold equal types."""
+    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(value))
+
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 def _assemble(spec: Spec, place: Placement, records: list[Record]) -> tuple[ZoneRecords, ...]:
@@ -640,11 +707,12 @@ def _assemble(spec: Spec, place: Placement, records: list[Record]) -> tuple[Zone
         zone = place.zone_of(record.name)
         if zone is not None:  # _host_records already noted the names that fit nowhere
             by_zone.setdefault(zone, []).append(record)
+    zone_of_domain = {d: place.zone_of(d) for d in spec.domains}
     zones = []
     for name in sorted(set(spec.dns.zones) | place.unzoned):
         unique = _dedupe(by_zone.get(name, []))
         ordered = tuple(sorted(unique, key=_sort_key(name)))
-        domains = tuple(d for d in sorted(spec.domains) if place.zone_of(d) == name)
+        domains = tuple(d for d in sorted(spec.domains) if zone_of_domain[d] == name)
         declared = spec.dns.zones.get(name)
         if declared is None:
             zones.append(ZoneRecords(name, "records", False, DEFAULT_TTL, ordered, domains=domains))

@@ -31,6 +31,7 @@ from mailops.spec.types import (
     TTL,
     AliasTarget,
     ByteSize,
+    DnsName,
     DomainName,
     Hostname,
     Id,
@@ -234,7 +235,7 @@ class Relay(Model):
     """Login name at the relay."""
     password: SecretOnly | None = None
     """Password at the relay: a secret reference, never a literal."""
-    spf_include: Hostname | None = None
+    spf_include: DnsName | None = None
     """Domain to `include:` in the SPF record of domains that send through this relay."""
 
     @model_validator(mode="after")
@@ -336,7 +337,7 @@ class SPF(Model):
 
     policy: Literal["-all", "~all", "?all", "+all"] = "-all"
     """What receivers do with mail from other senders."""
-    include: list[Hostname] = Field(default_factory=list)
+    include: list[DnsName] = Field(default_factory=list)
     """Further domains to include (for example a newsletter service)."""
 
 
@@ -458,7 +459,13 @@ class ExtraRecord(Model):
 
 
 def _quote_txt(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Unquoted TXT text as zone-file strings of at most 255 bytes each (RFC 1035)."""
+    data = text.encode()
+    chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
+    return " ".join(
+        '"' + c.decode(errors="replace").replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for c in chunks
+    )
 
 
 class Zone(Model):

@@ -41,6 +41,20 @@ def domain(name: str, what: str = "domain name") -> str:
     return ascii_name
 
 
+def dns_name(name: str, what: str = "DNS name") -> str:
+    """A name as DNS has it, where labels may also start with '_' (`_spf.example.com`)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} must not be empty")
+    text = name.strip().rstrip(".").lower()
+    labels = text.split(".")
+    if len(text) > 253 or len(labels) < 2 or not all(_RECORD_LABEL_RE.match(x) for x in labels):
+        raise ValueError(
+            f"{what} {name!r} is not valid: use labels of letters, digits, '-' and a "
+            "leading '_', like _spf.example.com"
+        )
+    return text
+
+
 def local_part(name: str) -> str:
     """A local part as RFC 5321 dot-atom, lowercased (addresses compare case-insensitively)."""
     if not isinstance(name, str):

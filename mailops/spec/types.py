@@ -100,6 +100,10 @@ def _hostname(value: Any) -> str:
     return names.domain(_str("a host name like mx1.example.org")(value), "host name")
 
 
+def _dns_name(value: Any) -> str:
+    return names.dns_name(_str("a DNS name like _spf.example.com")(value))
+
+
 def _local_part(value: Any) -> str:
     return names.local_part(_str("a local part like alice")(value))
 
@@ -122,6 +126,7 @@ def _alias_target(value: Any) -> str:
 
 DomainName = Annotated[str, BeforeValidator(_domain), Field(description="A domain name.")]
 Hostname = Annotated[str, BeforeValidator(_hostname)]
+DnsName = Annotated[str, BeforeValidator(_dns_name)]
 LocalPart = Annotated[str, BeforeValidator(_local_part)]
 Id = Annotated[str, BeforeValidator(_host_id)]
 AliasTarget = Annotated[str, BeforeValidator(_alias_target)]
