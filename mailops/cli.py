@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mailops import __version__
 from mailops.errors import MailopsError, SpecError
@@ -51,7 +52,8 @@ def _root(
 def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
     for d in diagnostics:
         style = "red" if d.severity == "error" else "yellow"
-        err.print(f"{d.file}:{d.line}:{d.col}: [{style}]{d.severity}[/{style}]: ", end="")
+        where = escape(f"{d.file}:{d.line}:{d.col}: ")
+        err.print(f"{where}[{style}]{d.severity}[/{style}]: ", end="")
         err.print(d.message, markup=False)
 
 
@@ -222,6 +224,72 @@ def dns(
         return
     written = dns_output.write_files(out_dir, result.files)
     err.print(f"wrote {len(written)} file(s) to {out_dir}", markup=False)
+
+
+# ---------------------------------------------------------------- render
+
+
+@app.command()
+def render(
+    spec: SpecArg,
+    host: Annotated[str, typer.Option("--host", help="The host id to render for.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write the host's config files to.")
+    ],
+) -> None:
+    """Write one host's runtime files (runtime.toml, passwd, aliases, keys) to a folder."""
+    from mailops.render.host import render_host
+    from mailops.spec.load import load_spec
+
+    loaded = load_spec(spec)
+    print_diagnostics(loaded.diagnostics)
+    bundle = render_host(loaded, host)
+    written = bundle.write(out_dir)
+    err.print(f"wrote {len(written)} file(s) to {out_dir}", markup=False)
+
+
+# ---------------------------------------------------------------- serve and queue
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("--config", help="The runtime's runtime.toml."),
+]
+
+
+@app.command()
+def serve(config: ConfigOpt = Path("/etc/mailops/runtime.toml")) -> None:
+    """Run the mail runtime: SMTP, submission (and IMAP/POP3 as they land)."""
+    import asyncio
+
+    from mailops.runtime.server import serve as run
+
+    asyncio.run(run(config))
+
+
+queue_app = typer.Typer(help="Inspect the outbound queue.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+
+
+@queue_app.command("list")
+def queue_list(config: ConfigOpt = Path("/etc/mailops/runtime.toml"), as_json: JsonOpt = False):
+    """List messages waiting in the queue."""
+    import datetime as dt
+
+    from mailops.runtime.config import load_config
+    from mailops.runtime.queue import Queue
+
+    entries = Queue(load_config(config).data_dir).list()
+    if as_json:
+        out.print_json(json.dumps([e.as_dict() for e in entries]))
+        return
+    for e in entries:
+        created = dt.datetime.fromtimestamp(e.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        out.print(
+            f"{e.id}  {created}  {e.size:>8}  <{e.sender}> → {', '.join(e.recipients)}"
+            + (f"  ({e.attempts} attempts; {e.last_error})" if e.attempts else ""),
+            markup=False,
+        )
+    err.print(f"{len(entries)} message(s) in the queue", markup=False)
 
 
 # ---------------------------------------------------------------- entry point

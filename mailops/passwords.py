@@ -6,7 +6,10 @@ secrets) and the runtime (which verifies logins); it imports neither.
 
 from __future__ import annotations
 
+import re
+
 import argon2
+import argon2.low_level
 import bcrypt
 from passlib.hash import sha256_crypt, sha512_crypt
 
@@ -21,6 +24,26 @@ HASH_SCHEMES: dict[str, tuple[str, ...]] = {
 
 # argon2id parameters (RFC 9106's second recommended option, as Dovecot uses).
 _HASHER = argon2.PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4)
+
+
+_B64 = r"[A-Za-z0-9+/]+"
+_CRYPT64 = r"[./A-Za-z0-9]"
+# What a whole hash of each scheme looks like, so that a truncated paste is caught
+# here rather than as a user who can never log in.
+HASH_SHAPES: dict[str, re.Pattern[str]] = {
+    "ARGON2ID": re.compile(rf"\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\${_B64}\${_B64}"),
+    "ARGON2I": re.compile(rf"\$argon2i\$v=\d+\$m=\d+,t=\d+,p=\d+\${_B64}\${_B64}"),
+    "BLF-CRYPT": re.compile(rf"\$2[aby]\$\d\d\${_CRYPT64}{{53}}"),
+    "SHA512-CRYPT": re.compile(rf"\$6\$(?:rounds=\d+\$)?{_CRYPT64}{{1,16}}\${_CRYPT64}{{86}}"),
+    "SHA256-CRYPT": re.compile(rf"\$5\$(?:rounds=\d+\$)?{_CRYPT64}{{1,16}}\${_CRYPT64}{{43}}"),
+}
+HASH_FORMS = {
+    "ARGON2ID": "$argon2id$v=19$m=…,t=…,p=…$salt$hash",
+    "ARGON2I": "$argon2i$v=19$m=…,t=…,p=…$salt$hash",
+    "BLF-CRYPT": "$2b$12$ and 53 characters",
+    "SHA512-CRYPT": "$6$salt$ and 86 characters",
+    "SHA256-CRYPT": "$5$salt$ and 43 characters",
+}
 
 
 def check_hash(text: str) -> str:
@@ -45,12 +68,30 @@ def check_hash(text: str) -> str:
         )
     if not rest.startswith(prefixes):
         raise ValueError(f"is not a {{{scheme}}} hash: it should start with {prefixes[0]}")
+    if not HASH_SHAPES[scheme.upper()].fullmatch(rest):
+        raise ValueError(
+            f"is not a {{{scheme}}} hash: it is cut short or damaged (expected the form "
+            f"{HASH_FORMS[scheme.upper()]}); make a new one with 'mailops hash-password'"
+        )
     return text
 
 
-def hash_password(password: str) -> str:
-    """A new `{ARGON2ID}` hash, in the form Dovecot's passwd-file reads."""
-    return "{ARGON2ID}" + _HASHER.hash(password)
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """An `{ARGON2ID}` hash, in the form Dovecot's passwd-file reads. A random
+    salt unless one is given (render gives a fixed per-user salt, so the same
+    password renders to the same bytes and a second plan shows nothing to do)."""
+    if salt is None:
+        return "{ARGON2ID}" + _HASHER.hash(password)
+    encoded = argon2.low_level.hash_secret(
+        password.encode(),
+        salt,
+        time_cost=_HASHER.time_cost,
+        memory_cost=_HASHER.memory_cost,
+        parallelism=_HASHER.parallelism,
+        hash_len=_HASHER.hash_len,
+        type=argon2.low_level.Type.ID,
+    )
+    return "{ARGON2ID}" + encoded.decode("ascii")
 
 
 def verify_password(stored: str, password: str) -> bool:

@@ -25,18 +25,26 @@ class Finding:
     message: str
     at_key: bool = False  # point at the key rather than its value
     first: Path | None = None  # for "defined twice": where it was first
+    depends: tuple[str, ...] = ()
+    # What the finding is a conclusion about: "host:<id>", "relay:<id>", "host-ids",
+    # "relay-ids" (every id, for "unknown" findings), "addresses:<domain>". When the
+    # loader had to leave out a broken part of one of these, the finding may be a
+    # mere consequence of that, and is held back.
 
 
-def error(path: Path, message: str, *, at_key: bool = False, first: Path | None = None):
-    return Finding("error", path, message, at_key, first)
+def error(path: Path, message: str, *, at_key=False, first=None, depends=()) -> Finding:
+    return Finding("error", path, message, at_key, first, tuple(depends))
 
 
-def warning(path: Path, message: str, *, at_key: bool = False):
-    return Finding("warning", path, message, at_key)
+def warning(path: Path, message: str, *, at_key=False, depends=()) -> Finding:
+    return Finding("warning", path, message, at_key, None, tuple(depends))
 
 
 def check(spec: Spec) -> list[Finding]:
     findings: list[Finding] = []
+    for section in ("hosts", "domains"):
+        if not getattr(spec, section):
+            findings.append(error((section,), f"{section} must have at least 1 entry"))
     findings += _hosts(spec)
     for name, domain in spec.domains.items():
         findings += _routing(spec, name, domain)
@@ -65,7 +73,7 @@ def _hosts(spec: Spec) -> Iterator[Finding]:
             )
         fqdns.setdefault(host.fqdn, hid)
         ports: dict[int, str] = {}
-        for service in host.services:
+        for service in dict.fromkeys(host.services):  # a repeat is reported on its own
             port = getattr(host.ports, service)
             if port in ports:
                 yield error(
@@ -73,6 +81,7 @@ def _hosts(spec: Spec) -> Iterator[Finding]:
                     f"port {port} is used by both {ports[port]} and {service} on host '{hid}'",
                 )
             ports.setdefault(port, service)
+        yield from _repeats((*here, "services"), host.services, "service")
         needs_tls = [s for s in host.services if s in AUTH_SERVICES]
         if host.tls is None and needs_tls:
             yield error(
@@ -100,13 +109,20 @@ def _routing(spec: Spec, name: str, domain: Domain) -> Iterator[Finding]:
     here = ("domains", name)
     box = spec.hosts.get(domain.mailbox_host)
     if box is None:
-        yield error((*here, "mailbox_host"), _unknown("host", domain.mailbox_host, spec.hosts))
+        yield error(
+            (*here, "mailbox_host"),
+            _unknown("host", domain.mailbox_host, spec.hosts),
+            depends=("host-ids", f"host:{domain.mailbox_host}"),
+        )
     elif not MAILBOX_SERVICES & set(box.services):
         yield error(
             (*here, "mailbox_host"),
             f"mailbox host '{domain.mailbox_host}' offers none of imap, imaps, pop3, pop3s, "
             "so nobody could read the mail",
+            depends=(f"host:{domain.mailbox_host}",),
         )
+    if not domain.mx:
+        yield error((*here, "mx"), "mx must have at least 1 entry")
     targets: dict[str, int] = {}
     for i, mx in enumerate(domain.mx):
         at = (*here, "mx", i)
@@ -114,10 +130,18 @@ def _routing(spec: Spec, name: str, domain: Domain) -> Iterator[Finding]:
         if mx.host is not None:
             host = spec.hosts.get(mx.host)
             if host is None:
-                yield error((*at, "host"), _unknown("host", mx.host, spec.hosts))
+                yield error(
+                    (*at, "host"),
+                    _unknown("host", mx.host, spec.hosts),
+                    depends=("host-ids", f"host:{mx.host}"),
+                )
                 continue
             if "smtp" not in host.services:
-                yield error((*at, "host"), f"MX host '{mx.host}' does not offer the smtp service")
+                yield error(
+                    (*at, "host"),
+                    f"MX host '{mx.host}' does not offer the smtp service",
+                    depends=(f"host:{mx.host}",),
+                )
             target = host.fqdn
         if target in targets:
             yield error(
@@ -128,9 +152,24 @@ def _routing(spec: Spec, name: str, domain: Domain) -> Iterator[Finding]:
                 first=(*here, "mx", targets[target]),
             )
         targets.setdefault(target, i)  # type: ignore[arg-type]
+    names = [s.name for s in domain.dkim.selectors]
+    yield from _repeats((*here, "dkim", "selectors"), names, "selector")
     relay = domain.outbound.relay
     if relay is not None and relay not in spec.relays:
-        yield error((*here, "outbound", "relay"), _unknown("relay", relay, spec.relays))
+        yield error(
+            (*here, "outbound", "relay"),
+            _unknown("relay", relay, spec.relays),
+            depends=("relay-ids", f"relay:{relay}"),
+        )
+
+
+def _repeats(path: Path, items: list[str], what: str) -> Iterator[Finding]:
+    """A list entry that repeats an earlier one, reported at the repeat."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item in seen:
+            yield error((*path, i), f"{path[-1]} must not list {what} {item!r} twice")
+        seen.add(item)
 
 
 def _unknown(kind: str, name: str, known: dict) -> str:
@@ -181,11 +220,13 @@ def _addresses(spec: Spec, name: str, domain: Domain) -> Iterator[Finding]:
                 path = (
                     (*here, "aliases", alias) if len(targets) == 1 else (*here, "aliases", alias, i)
                 )
-                yield error(path, problem)
+                yield error(path, problem, depends=(_depends_on(name, target),))
     if domain.catch_all is not None:
         problem = _target_problem(spec, name, domain.catch_all)
         if problem:
-            yield error((*here, "catch_all"), problem)
+            yield error(
+                (*here, "catch_all"), problem, depends=(_depends_on(name, domain.catch_all),)
+            )
     yield from _alias_loops(spec, name, domain)
     if "postmaster" not in defined and domain.catch_all is None:
         yield warning(
@@ -193,7 +234,12 @@ def _addresses(spec: Spec, name: str, domain: Domain) -> Iterator[Finding]:
             f"domain {name} has no postmaster address; RFC 5321 requires one "
             "(add an alias such as 'postmaster: alice')",
             at_key=True,
+            depends=(f"addresses:{name}",),
         )
+
+
+def _depends_on(domain_name: str, target: str) -> str:
+    return "addresses:" + _full(domain_name, target).rpartition("@")[2]
 
 
 def _full(domain_name: str, target: str) -> str:
@@ -205,7 +251,9 @@ def _target_problem(spec: Spec, domain_name: str, target: str) -> str | None:
     served = spec.domains.get(dom)
     if served is None:
         return None  # an external address: not ours to check
-    if local in served.users or local in served.aliases or served.catch_all:
+    # The catch-all does not count: a target is named on purpose, and a typo
+    # that silently fell through to the catch-all would never be noticed.
+    if local in served.users or local in served.aliases:
         return None
     if any(local in user.aliases for user in served.users.values()):
         return None
@@ -233,6 +281,7 @@ def _alias_loops(spec: Spec, name: str, domain: Domain) -> Iterator[Finding]:
                 ("domains", name, "aliases", alias),
                 "alias loop: " + " → ".join(chain),
                 at_key=True,
+                depends=(f"addresses:{name}",),
             )
 
 

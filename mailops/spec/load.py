@@ -91,6 +91,9 @@ def check_text(raw: bytes | str, filename: str) -> tuple[LoadedSpec | None, list
 # ---------------------------------------------------------------- reporting
 
 
+MAX_MESSAGE = 400
+
+
 class _Reporter:
     def __init__(self, filename: str):
         self.filename = filename
@@ -98,6 +101,8 @@ class _Reporter:
         self.items: list[Diagnostic] = []
 
     def at(self, pos: Pos, severity: Severity, message: str) -> Diagnostic:
+        if len(message) > MAX_MESSAGE:  # a huge bad value is not worth echoing whole
+            message = message[: MAX_MESSAGE - 1] + "…"
         return Diagnostic(self.filename, pos.line, pos.col, severity, message)
 
     def locate(self, loc: Loc, at_key: bool = False) -> Pos:
@@ -200,15 +205,16 @@ def _merge(base: Any, base_pos: PosNode, over: Any, over_pos: PosNode) -> tuple[
     return merged, PosNode(over_pos.value, over_pos.key, children)
 
 
-def _apply_defaults(data: dict, positions: PosNode, report: _Reporter) -> None:
+def _apply_defaults(data: dict, positions: PosNode, report: _Reporter) -> bool:
+    """Merge `defaults` under each host; False when the defaults themselves are broken."""
     defaults, hosts = data.get("defaults"), data.get("hosts")
     if defaults is None or not isinstance(hosts, dict):
-        return
+        return True
     try:
         Defaults.model_validate(defaults)
     except ValidationError as exc:
         _report_validation(exc, ("defaults",), report)
-        return  # merging broken defaults would repeat each error once per host
+        return False  # merging broken defaults would repeat each error once per host
     dpos = positions.child("defaults")
     hpos = positions.child("hosts")
     for hid, host in list(hosts.items()):
@@ -216,46 +222,129 @@ def _apply_defaults(data: dict, positions: PosNode, report: _Reporter) -> None:
             hosts[hid], hpos.children[hid] = _merge(  # type: ignore[index]
                 copy.deepcopy(defaults), dpos, host, hpos.child(hid)
             )
+    return True
 
 
 # ---------------------------------------------------------------- validation
 
 
 def _validate(data: dict, positions: PosNode, report: _Reporter) -> Spec | None:
-    """The Spec, or None after reporting why not. When only some hosts, relays or
-    domains are broken, the rest are still cross-checked, so that one run shows
-    every problem; findings that only follow from a broken entry are left out."""
-    _apply_defaults(data, positions, report)
+    """The Spec, or None after reporting why not."""
+    defaults_ok = _apply_defaults(data, positions, report)
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
         _report_validation(exc, (), report)
-        locs = [err["loc"] for err in exc.errors()]
-    if any(not loc for loc in locs):
-        return None
-    rest = {
-        key: dict(value) if key in _ENTRIES and isinstance(value, dict) else value
-        for key, value in data.items()
-    }
-    broken = {(loc[0], loc[1]) for loc in locs if loc[0] in _ENTRIES and len(loc) > 1}
-    for loc in locs:
-        if loc[0] not in _ENTRIES or len(loc) == 1:
-            rest.pop(loc[0], None)  # a whole section is broken: check without it
-    rest["version"] = 1
-    for section, name in broken:
-        rest[section].pop(name, None)
-    try:
-        partial = Spec.model_validate(rest)
-    except ValidationError:
-        return None
-    ignore = {name for _, name in broken}
-    for finding in check.check(partial):
-        if not any(f"'{name}'" in finding.message for name in ignore):
-            report.finding(finding)
+        errors = exc.errors()
+    if defaults_ok:  # with broken defaults every host would draw follow-on findings
+        _check_the_rest(data, positions, errors, report)
     return None
 
 
-_ENTRIES = ("hosts", "relays", "domains")
+def _check_the_rest(data: dict, positions: PosNode, errors, report: _Reporter) -> None:
+    """Cross-check what is valid, so one run shows every problem: cut each invalid
+    part out of a copy (the smallest part whose removal leaves the rest valid:
+    an optional key, a list entry, a whole host or domain), validate again, and
+    report the findings that do not merely follow from a cut part."""
+    rest, pos = copy.deepcopy(data), copy.deepcopy(positions)
+    rest["version"] = 1  # its own error is reported; it says nothing about the rest
+    cut: list[Loc] = []
+    damaged: set[str] = set()
+    for _round in range(4):
+        locs = [_clean_loc(tuple(e["loc"])) for e in errors]
+        done = [(_cut(rest, pos, loc), "[key]" in loc) for loc in locs]
+        if not any(c for c, _ in done):
+            return
+        cut += [c for c, _ in done if c]
+        damaged |= {tag for c, by_key in done if c for tag in _damage(c, by_key)}
+        _purge(rest, pos)
+        try:
+            partial = Spec.model_validate(rest)
+            break
+        except ValidationError as exc:
+            errors = exc.errors()
+    else:
+        return
+    partial_report = _Reporter(report.filename)
+    partial_report.root = pos
+    for finding in check.check(partial):
+        related = any(_prefix(c, finding.path) or _prefix(finding.path, c) for c in cut)
+        if not related and not damaged.intersection(finding.depends):
+            partial_report.finding(finding)
+    report.items += partial_report.items
+
+
+def _damage(loc: Loc, by_key: bool) -> set[str]:
+    """What a cut part leaves incomplete, in the terms of Finding.depends. A cut
+    made for a bad *name* (by_key) may hide the name another part refers to."""
+    kind = {"hosts": "host", "relays": "relay"}.get(loc[0])
+    if kind and len(loc) > 1:
+        return {f"{kind}:{loc[1]}"} | ({f"{kind}-ids"} if by_key and len(loc) == 2 else set())
+    if loc[0] == "domains" and (len(loc) == 2 or (len(loc) > 3 and loc[2] in ("users", "aliases"))):
+        return {f"addresses:{loc[1]}"}
+    return set()
+
+
+_CUT = object()
+
+
+def _prefix(short: Loc, long: Loc) -> bool:
+    return long[: len(short)] == short
+
+
+def _cut(data: Any, pos: PosNode, loc: Loc) -> Loc | None:
+    """Mark the smallest removable part at or above `loc`; None when there is none."""
+    loc = tuple(step for step in loc if step != "[key]")
+    for depth in range(len(loc), 0, -1):
+        parent, step = loc[: depth - 1], loc[depth - 1]
+        container = _get(data, parent)
+        if isinstance(container, list) and isinstance(step, int) and step < len(container):
+            container[step] = _CUT
+            return loc[:depth]
+        if isinstance(container, dict) and step in container and not _required(parent, step):
+            del container[step]
+            node = _get_pos(pos, parent)
+            if node is not None and isinstance(node.children, dict):
+                node.children.pop(step, None)
+            return loc[:depth]
+    return None
+
+
+def _get(data: Any, loc: Loc) -> Any:
+    for step in loc:
+        if (isinstance(data, dict) and step in data) or (
+            isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data)
+        ):
+            data = data[step]
+        else:
+            return None
+    return data
+
+
+def _get_pos(node: PosNode | None, loc: Loc) -> PosNode | None:
+    for step in loc:
+        node = node.child(step) if node is not None else None
+    return node
+
+
+def _purge(data: Any, pos: PosNode | None) -> None:
+    """Drop list entries marked _CUT, from the data and the positions alike."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _purge(value, pos.child(key) if pos else None)
+    elif isinstance(data, list):
+        keep = [i for i, value in enumerate(data) if value is not _CUT]
+        if pos is not None and isinstance(pos.children, list) and len(keep) != len(data):
+            pos.children = [pos.children[i] for i in keep if i < len(pos.children)]
+        data[:] = [data[i] for i in keep]
+        for i, value in enumerate(data):
+            _purge(value, pos.child(i) if pos else None)
+
+
+def _required(loc: Loc, key: Any) -> bool:
+    """Is `key` a required field of the model at `loc`?"""
+    model = _model_at(loc)
+    return model is not None and key in model.model_fields and model.model_fields[key].is_required()
 
 
 def _report_validation(exc: ValidationError, prefix: Loc, report: _Reporter) -> None:
@@ -281,9 +370,10 @@ def _message(err: dict, loc: Loc) -> tuple[str, bool]:
         return _unknown_key(loc), True
     if kind in ("value_error", "assertion_error"):
         text = str(ctx.get("error", err["msg"]))
-        if text.startswith(("must", "is ", "needs", "give")):
+        if text.startswith(("must", "is ", "needs")):
             text = f"{subject} {text}"
-        return text, is_key or not _is_field(loc)
+        # A problem with a whole mapping is at its key (its first line may be any child).
+        return text, is_key or not _is_field(loc) or isinstance(value, dict)
     if kind == "literal_error":
         return (
             f"{subject} must be one of {_choices(ctx.get('expected', ''))}, got {_show(value)}",
@@ -329,15 +419,11 @@ def _key_subject(loc: Loc) -> str:
 
 
 def _show(value: Any) -> str:
-    return (
-        repr(value)
-        if isinstance(value, str)
-        else str(value).lower()
-        if isinstance(value, bool)
-        else str(value)
-        if isinstance(value, int | float)
-        else _kind(value)
-    )
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return _kind(value)
 
 
 def _kind(value: Any) -> str:
@@ -350,7 +436,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()}"
     if isinstance(value, str):
-        return repr(value)
+        return repr(value) if len(value) <= 60 else repr(value[:57]) + "…"
     return str(value)
 
 
@@ -422,24 +508,28 @@ def _is_field(loc: Loc) -> bool:
 
 def _model_keys(loc: Loc) -> set[str]:
     """The keys allowed at `loc`, when a model stands there."""
+    model = _model_at(loc)
+    return set(model.model_fields) if model is not None else set()
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model class that validates the value at `loc`, if a model does."""
     tp: Any = Spec
     for step in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             info = tp.model_fields.get(step)  # type: ignore[arg-type]
             if info is None:
-                return set()
+                return None
             tp = info.annotation
         elif typing.get_origin(tp) is dict:
             tp = typing.get_args(tp)[1]
         elif typing.get_origin(tp) is list:
             tp = typing.get_args(tp)[0]
         else:
-            return set()
+            return None
     tp = _unwrap(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return set(tp.model_fields)
-    return set()
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
 def _unwrap(tp: Any) -> Any:

@@ -137,7 +137,7 @@ class TLS(Model):
     @model_validator(mode="after")
     def _one_source(self) -> TLS:
         if self.self_signed and (self.cert or self.key):
-            raise ValueError("give either cert and key, or self_signed: true, not both")
+            raise ValueError("must give either cert and key, or self_signed: true, not both")
         if not self.self_signed and not (self.cert and self.key):
             raise ValueError("needs both cert and key (or self_signed: true)")
         return self
@@ -178,14 +178,6 @@ class HostSettings(Model):
     """systemd: a unit; process: mailops starts and signals the runtime by pid file."""
     resolver: list[ResolverAddress] | None = None
     """DNS servers the runtime asks (IP or IP:PORT); default: the host's resolv.conf."""
-
-    @field_validator("services", mode="after")
-    @classmethod
-    def _no_repeats(cls, value: list[str]) -> list[str]:
-        for service in value:
-            if value.count(service) > 1:
-                raise ValueError(f"must not list service {service!r} twice")
-        return value
 
 
 class Defaults(HostSettings):
@@ -322,15 +314,6 @@ class DKIM(Model):
     selectors: list[Selector] = Field(default_factory=list)
     """Selectors, active first."""
 
-    @field_validator("selectors")
-    @classmethod
-    def _unique(cls, value: list[Selector]) -> list[Selector]:
-        seen = [s.name for s in value]
-        for name in seen:
-            if seen.count(name) > 1:
-                raise ValueError(f"must not list selector {name!r} twice")
-        return value
-
 
 class SPF(Model):
     """The domain's SPF record."""
@@ -385,7 +368,7 @@ class Domain(Model):
 
     mailbox_host: str
     """Id of the host that keeps the mailboxes (it needs imap or pop3)."""
-    mx: Annotated[list[MX], Field(min_length=1)]
+    mx: list[MX]
     """MX records; the lowest priority number is tried first."""
     outbound: Outbound = Field(default_factory=Outbound)
     """How outgoing mail leaves."""
@@ -506,11 +489,11 @@ class Spec(Model):
     """Spec format version; 1 is the only one so far."""
     defaults: Defaults | None = None
     """Settings merged under every host."""
-    hosts: Annotated[dict[Id, Host], Field(min_length=1)]
+    hosts: dict[Id, Host]
     """Machines that run the runtime, by id."""
     relays: dict[Id, Relay] = Field(default_factory=dict)
     """Smarthosts, by id."""
-    domains: Annotated[dict[DomainName, Domain], Field(min_length=1)]
+    domains: dict[DomainName, Domain]
     """Mail domains, by name."""
     dns: DNS = Field(default_factory=DNS)
     """DNS zones."""

@@ -85,7 +85,9 @@ def _number(text: str) -> Any:
     lowered = text.lower()
     if lowered.endswith(".inf"):
         return float("-inf") if lowered.startswith("-") else float("inf")
-    return float(text)  # _FLOAT_RE matched, or .nan
+    if lowered == ".nan":
+        return float("nan")
+    return float(text)
 
 
 def _plain(text: str) -> Any:
@@ -112,8 +114,10 @@ def _scalar(event: yaml.ScalarEvent) -> Any:
         return None
     if tag == _TAG + "bool" and text in _BOOLS:
         return text[0] in "tT"
-    if tag in (_TAG + "int", _TAG + "float") and (_INT_RE.match(text) or _FLOAT_RE.match(text)):
+    if tag == _TAG + "int" and _INT_RE.match(text):
         return _number(text)
+    if tag == _TAG + "float" and (_INT_RE.match(text) or _FLOAT_RE.match(text)):
+        return float(_number(text))
     raise SourceProblem(f"unsupported YAML tag {tag!r}", _pos(event.start_mark))
 
 
@@ -282,30 +286,53 @@ def decode(raw: bytes) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        line_start = before.rfind(b"\n") + 1
+        # The column counts characters, as an editor shows them, not bytes.
+        col = len(before[line_start:].decode("utf-8", "replace")) + 1
         raise SourceProblem(
             f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8",
-            Pos(line, col),
+            Pos(before.count(b"\n") + 1, col),
         ) from None
+
+
+def _offset_pos(text: str, index: int) -> Pos:
+    line_start = text.rfind("\n", 0, index) + 1
+    return Pos(text.count("\n", 0, index) + 1, index - line_start + 1)
+
+
+def _tab_indent(text: str, line: int) -> bool:
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return False
+    row = lines[line - 1]
+    return "\t" in row[: len(row) - len(row.lstrip(" \t"))]
 
 
 def parse(text: str) -> tuple[Any, PosNode]:
     """Parse one YAML document. Raises SourceProblem with a position."""
-    if "\t" in text:
-        # YAML forbids tabs in indentation and libyaml's message for it is cryptic.
-        for lineno, line in enumerate(text.splitlines(), 1):
-            indent = len(line) - len(line.lstrip(" \t"))
-            if "\t" in line[:indent]:
-                raise SourceProblem("tab used for indentation; use spaces", Pos(lineno, 1))
     try:
         root = _build(yaml.parse(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        pos = _pos(mark) if mark else Pos(1, 1)
+        if _tab_indent(text, pos.line):
+            # YAML forbids tabs in indentation, and libyaml's message says so cryptically.
+            raise SourceProblem("tab used for indentation; use spaces", Pos(pos.line, 1)) from None
         problem = exc.problem or exc.context or "invalid YAML"
-        raise SourceProblem(f"YAML syntax: {problem}", _pos(mark) if mark else Pos(1, 1)) from None
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark != mark:
+            problem += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+        raise SourceProblem(f"YAML syntax: {problem}", pos) from None
+    except yaml.reader.ReaderError as exc:
+        what = (
+            f"unacceptable character #x{exc.character:04x}"
+            if isinstance(exc.character, int)
+            else "unacceptable character"
+        )
+        raise SourceProblem(
+            f"YAML syntax: {what}: {exc.reason}", _offset_pos(text, exc.position)
+        ) from None
     except yaml.YAMLError as exc:
-        raise SourceProblem(f"YAML syntax: {exc}") from None
+        raise SourceProblem(f"YAML syntax: {str(exc).splitlines()[0]}") from None
     if root is None:
         raise SourceProblem("the file is empty; a spec starts with 'version: 1'")
     return root

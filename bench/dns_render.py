@@ -1,6 +1,9 @@
 """Benchmark: render the DNS of a spec with 200 domains, 2 DKIM selectors each.
 
-    python bench/dns.py [--runs 5] [--domains 200]
+    python bench/dns_render.py [--runs 5] [--domains 200]
+
+(Not bench/dns.py: a script of that name in bench/ shadows dnspython's `dns`
+package for every benchmark run from that folder.)
 
 Each domain is its own full zone. Keys are put in a temporary key folder before
 timing (making 400 keys would measure RSA key generation, which happens once per
@@ -19,16 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-# `python bench/dns.py` puts bench/ first on sys.path, where this very file would
-# shadow dnspython's `dns` package for everything imported below.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import yaml
 
-import yaml  # noqa: E402
-
-from mailops.render import dkim, dns_output  # noqa: E402
-from mailops.render.dns import build_dns  # noqa: E402
-from mailops.spec.load import load_spec  # noqa: E402
+from mailops.render import dkim, dns_output
+from mailops.render.dns import build_dns
+from mailops.spec.load import load_spec
 
 TARGET_SECONDS = 1.5
 TODAY = dt.date(2026, 1, 1)

@@ -1,0 +1,186 @@
+"""`mailops serve`: every listener in one asyncio process.
+
+SIGHUP reloads runtime.toml, passwd and aliases: the new ones are loaded and
+checked completely first, then swapped in whole; a bad new config is refused
+with a log line and the old one keeps serving. SIGTERM (or SIGINT) stops
+accepting, lets sessions in flight finish for a bounded time, and exits with
+everything acknowledged on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import signal
+import ssl
+from pathlib import Path
+
+from mailops.errors import MailopsError
+from mailops.runtime.auth import Authenticator
+from mailops.runtime.config import IMPLICIT_TLS, Listener, RuntimeConfig, load_config
+from mailops.runtime.directory import Directory, load_directory
+from mailops.runtime.durable import GroupCommit
+from mailops.runtime.log import capture_library_logs, log
+from mailops.runtime.queue import Queue
+from mailops.runtime.smtp.handlers import MX, Submission
+from mailops.runtime.smtp.session import Session
+from mailops.runtime.store.maildir import MaildirDelivery
+
+DRAIN_SECONDS = 30.0
+SMTP_SERVICES = {"smtp": MX, "submission": Submission, "submissions": Submission}
+
+
+def tls_context(config: RuntimeConfig) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls.cert, config.tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise MailopsError(f"cannot load TLS certificate {config.tls.cert}: {exc}") from None
+    return context
+
+
+class Runtime:
+    """The state every session shares; `directory` and `config` swap on reload."""
+
+    def __init__(self, config_path: Path):
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        self.directory: Directory = load_directory(self.config)
+        self.tls = tls_context(self.config)
+        self.authenticator = Authenticator(lambda: self.directory)
+        self.committer = GroupCommit()
+        self.maildir = MaildirDelivery(self.config.data_dir, self.config.hostname)
+        self.queue = Queue(self.config.data_dir)
+        self.servers: list[asyncio.AbstractServer] = []
+        self.sessions: set[Session] = set()
+        self.stopping = asyncio.Event()
+
+    # ------------------------------------------------------------ listeners
+
+    def _factory(self, listener: Listener):
+        handler = SMTP_SERVICES[listener.service](self)
+        implicit = listener.service in IMPLICIT_TLS
+        submission = listener.service != "smtp"
+
+        def make() -> Session:
+            session = Session(
+                handler,
+                hostname=self.config.hostname,
+                ident="mailops ESMTP",
+                tls_context=None if implicit else self.tls,
+                require_starttls=submission and not implicit and self.tls is not None,
+                auth_required=submission,
+                auth_require_tls=True,
+                authenticator=self.authenticator,
+                plaintext_on_loopback=self.config.plaintext_auth_on_loopback,
+                data_size_limit=self.config.max_message_size,
+                enable_SMTPUTF8=True,
+                decode_data=False,
+                timeout=300,
+            )
+            self.sessions.add(session)
+            return session
+
+        return make
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self.config.listeners:
+            if listener.service not in SMTP_SERVICES:
+                log("listener.skipped", service=listener.service, reason="not available yet")
+                continue
+            ssl_ctx = self.tls if listener.service in IMPLICIT_TLS else None
+            try:
+                server = await loop.create_server(
+                    self._factory(listener),
+                    listener.address,
+                    listener.port,
+                    ssl=ssl_ctx,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                raise MailopsError(
+                    f"cannot listen on {listener.address} port {listener.port} "
+                    f"({listener.service}): {exc.strerror}"
+                ) from None
+            self.servers.append(server)
+            log("listening", service=listener.service, address=listener.address, port=listener.port)
+
+    # ------------------------------------------------------------ signals
+
+    def reload(self) -> None:
+        try:
+            config = load_config(self.config_path)
+            directory = load_directory(config)
+            tls = tls_context(config)
+        except MailopsError as exc:
+            log("reload.refused", reason=exc)
+            return
+        if [x.model_dump() for x in config.listeners] != [
+            x.model_dump() for x in self.config.listeners
+        ]:
+            log("reload.note", message="listener changes take effect on restart")
+        if self.tls is not None and config.tls is not None:
+            # Load the new certificate into the context listeners already hold,
+            # so a renewed certificate is served on 465 without a restart.
+            self.tls.load_cert_chain(config.tls.cert, config.tls.key)
+            tls = self.tls
+        self.config, self.directory, self.tls = config, directory, tls
+        log("reload.done", users=len(directory.accounts), aliases=len(directory.aliases))
+
+    async def drain(self) -> None:
+        for server in self.servers:
+            server.close()
+        deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+        while self._busy() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        await self.committer.close()
+
+    def _busy(self) -> bool:
+        self.sessions = {s for s in self.sessions if s.transport is not None}
+        return bool(self.sessions)
+
+
+def drop_privileges(user: str | None) -> None:
+    if user is None or os.geteuid() != 0:
+        return
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise MailopsError(f"user '{user}' does not exist (create it, or remove 'user')") from None
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    log("privileges.dropped", user=user)
+
+
+async def serve(config_path: Path) -> None:
+    capture_library_logs()
+    runtime = Runtime(config_path)
+    runtime.queue.recover()
+    await runtime.start()
+    drop_privileges(runtime.config.user)
+    pid_file = runtime.config.pid_file
+    if pid_file:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.stopping.set)
+    log("started", hostname=runtime.config.hostname, pid=os.getpid())
+    await runtime.stopping.wait()
+    log("stopping", sessions=len(runtime.sessions))
+    await runtime.drain()
+    if pid_file:
+        with contextlib.suppress(OSError):
+            pid_file.unlink()
+    log("stopped")

@@ -1,0 +1,99 @@
+"""aiosmtpd's SMTP protocol, with logins that do not block the event loop.
+
+aiosmtpd's built-in PLAIN and LOGIN call a synchronous authenticator; an
+argon2id check takes tens of milliseconds, which would stall every other
+session. These versions parse the same way and await the Authenticator.
+"""
+
+from __future__ import annotations
+
+import binascii
+import ipaddress
+from base64 import b64decode
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult
+
+from mailops.runtime.auth import Authenticator
+
+
+class Session(SMTP):
+    def __init__(
+        self,
+        handler,
+        *,
+        authenticator: Authenticator | None = None,
+        plaintext_on_loopback: bool = False,
+        **kwargs,
+    ):
+        self.mailops_auth = authenticator
+        self.plaintext_on_loopback = plaintext_on_loopback
+        super().__init__(handler, **kwargs)
+
+    def connection_made(self, transport) -> None:
+        first = self._original_transport is None and self.transport is None
+        super().connection_made(transport)
+        if not first:
+            return  # the STARTTLS upgrade of a session already set up
+        # 465: TLS from the first byte; aiosmtpd only knows STARTTLS, so say so here.
+        self.session.implicit_tls = transport.get_extra_info("sslcontext") is not None
+        if self.session.implicit_tls or (
+            self.plaintext_on_loopback and ipaddress.ip_address(self.client_ip()).is_loopback
+        ):
+            self._auth_require_tls = False
+
+    def client_ip(self) -> str:
+        peer = self.session.peer if self.session else None
+        return str(peer[0]) if isinstance(peer, tuple) else "unknown"
+
+    async def auth_PLAIN(self, _, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=False)
+        else:
+            blob = _b64(args[1])
+            if blob is None:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split the PLAIN response")
+            return AuthResult(success=False, handled=True)
+        return await self._login(parts[1], parts[2])
+
+    async def auth_LOGIN(self, _, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if login is MISSING:
+                return AuthResult(success=False, handled=False)
+        else:
+            login = _b64(args[1])
+            if login is None:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False, handled=False)
+        return await self._login(login, password)
+
+    async def _login(self, login: bytes, password: bytes) -> AuthResult:
+        if self.mailops_auth is None:
+            return AuthResult(success=False, handled=False)
+        try:
+            user, secret = login.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False)
+        account = await self.mailops_auth.login(self.client_ip(), user, secret)
+        if account is None:
+            # handled=False: aiosmtpd then sends the message (its default is to stay silent).
+            return AuthResult(
+                success=False, handled=False, message="535 5.7.8 Authentication credentials invalid"
+            )
+        return AuthResult(success=True, auth_data=account)
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return b64decode(text.encode(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
