@@ -273,6 +273,7 @@ app.add_typer(queue_app, name="queue")
 @queue_app.command("list")
 def queue_list(config: ConfigOpt = Path("/etc/mailops/runtime.toml"), as_json: JsonOpt = False):
     """List messages waiting in the queue."""
+    import dataclasses
     import datetime as dt
 
     from mailops.runtime.config import load_config
@@ -280,7 +281,7 @@ def queue_list(config: ConfigOpt = Path("/etc/mailops/runtime.toml"), as_json: J
 
     entries = Queue(load_config(config).data_dir).list()
     if as_json:
-        out.print_json(json.dumps([e.as_dict() for e in entries]))
+        out.print_json(json.dumps([dataclasses.asdict(e) for e in entries]))
         return
     for e in entries:
         created = dt.datetime.fromtimestamp(e.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -104,9 +104,10 @@ class Runtime:
                     reuse_address=True,
                 )
             except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 raise MailopsError(
                     f"cannot listen on {listener.address} port {listener.port} "
-                    f"({listener.service}): {exc.strerror}"
+                    f"({listener.service}): {reason}"
                 ) from None
             self.servers.append(server)
             log("listening", service=listener.service, address=listener.address, port=listener.port)

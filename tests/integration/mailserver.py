@@ -36,7 +36,18 @@ hosts:
     ports: {ports}
     tls: {{cert: {cert}, key: {key}}}
     paths: {{config: etc, data: data, install: venv}}
+  mx9:
+    fqdn: mx9.example.test
+    ipv4: 127.0.0.9
+    services: [smtp, imaps]
+    tls: {{self_signed: true}}
 domains:
+  backup.test:
+    mailbox_host: mx9
+    mx: [{{host: mx9, priority: 10}}, {{host: mx1, priority: 20}}]
+    users:
+      dora: {{password_hash: "{bob_hash}"}}
+    aliases: {{postmaster: dora}}
   example.test:
     mailbox_host: mx1
     mx: [{{host: mx1, priority: 10}}]

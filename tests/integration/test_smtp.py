@@ -296,3 +296,15 @@ def test_ssl_context_for_clients_is_verified(server):
     with pytest.raises(ssl.SSLError):
         client.starttls(context=bad)
     client.close()
+
+
+def test_backup_mx_queues_known_recipients_for_the_primary(server):
+    before = {e.id for e in queued(server)}
+    with mx(server) as client:
+        assert client.sendmail("x@remote.example", ["dora@backup.test"], MESSAGE) == {}
+        client.mail("x@remote.example")
+        code, _ = client.rcpt("nobody@backup.test")
+    assert code == 550  # no backscatter: unknown users are refused here too
+    new = [e for e in queued(server) if e.id not in before]
+    assert [(e.sender, e.recipients) for e in new] == [("x@remote.example", ("dora@backup.test",))]
+    assert not server.maildir("dora", "backup.test").exists()
