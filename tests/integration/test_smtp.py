@@ -308,3 +308,14 @@ def test_backup_mx_queues_known_recipients_for_the_primary(server):
     new = [e for e in queued(server) if e.id not in before]
     assert [(e.sender, e.recipients) for e in new] == [("x@remote.example", ("dora@backup.test",))]
     assert not server.maildir("dora", "backup.test").exists()
+
+
+@pytest.mark.parametrize("initial_response", [True, False])
+def test_auth_login_mechanism(server, initial_response):
+    client = smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=10)
+    client.starttls(context=server.client_context())
+    client.ehlo("client.example")
+    client.user, client.password = "bob@example.test", "bob-pw"
+    code, _ = client.auth("LOGIN", client.auth_login, initial_response_ok=initial_response)
+    assert code == 235
+    client.quit()

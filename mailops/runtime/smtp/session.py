@@ -46,15 +46,9 @@ class Session(SMTP):
         return str(peer[0]) if isinstance(peer, tuple) else "unknown"
 
     async def auth_PLAIN(self, _, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            blob = await self.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=False)
-        else:
-            blob = _b64(args[1])
-            if blob is None:
-                await self.push("501 5.5.2 Cannot decode base64")
-                return AuthResult(success=False, handled=True)
+        blob = await self._first_response(args, "")
+        if isinstance(blob, AuthResult):
+            return blob
         parts = blob.split(b"\x00")
         if len(parts) != 3:
             await self.push("501 5.5.2 Cannot split the PLAIN response")
@@ -62,19 +56,25 @@ class Session(SMTP):
         return await self._login(parts[1], parts[2])
 
     async def auth_LOGIN(self, _, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
-            if login is MISSING:
-                return AuthResult(success=False, handled=False)
-        else:
-            login = _b64(args[1])
-            if login is None:
-                await self.push("501 5.5.2 Cannot decode base64")
-                return AuthResult(success=False, handled=True)
+        login = await self._first_response(args, self.AuthLoginUsernameChallenge)
+        if isinstance(login, AuthResult):
+            return login
         password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
         if password is MISSING:
             return AuthResult(success=False, handled=False)
         return await self._login(login, password)
+
+    async def _first_response(self, args: list[str], challenge: str) -> bytes | AuthResult:
+        """The client's first SASL response: given with the command (SASL-IR) or
+        asked for; an AuthResult when there is none or it is not base64."""
+        if len(args) == 1:
+            blob = await self.challenge_auth(challenge)
+            return AuthResult(success=False, handled=False) if blob is MISSING else blob
+        blob = _b64(args[1])
+        if blob is None:
+            await self.push("501 5.5.2 Cannot decode base64")
+            return AuthResult(success=False, handled=True)
+        return blob
 
     async def _login(self, login: bytes, password: bytes) -> AuthResult:
         if self.mailops_auth is None:

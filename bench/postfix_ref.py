@@ -1,0 +1,245 @@
+"""A private Postfix instance on loopback, the reference the SMTP ingest bench compares to.
+
+    with postfix_instance(Path(tmp), port) as pf:   # raises PostfixUnavailable if it cannot
+        ... load 127.0.0.1:pf.port ...; pf.delivered() counts files in bob's Maildir
+
+Everything lives under one temporary directory: its own config_directory (main.cf,
+master.cf), queue_directory, data_directory, log file and Maildir base, so the system's
+/etc/postfix and its instance are never touched. The instance is set up like mailops in
+the tests: `example.test` is a virtual mailbox domain, bob@example.test a Maildir, and
+only 127.0.0.1 may connect. Nothing is chrooted (no copies of /etc files needed), the
+log goes to a file through postlogd (no syslog daemon on a test machine), and delivery
+is to Maildir with Postfix's own fsyncs (queue file on accept, Maildir file on delivery).
+Needs root: Postfix's master starts as root and its daemons run as `mail_owner`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+POSTFIX = "/usr/sbin/postfix"
+POSTCONF = "/usr/sbin/postconf"
+POSTMAP = "/usr/sbin/postmap"
+RECIPIENT = "bob@example.test"
+MAILBOX_OWNER = "nobody"  # unprivileged owner of the Maildir base: virtual(8) runs as it
+
+# Only the services an SMTP-in, virtual-delivery setup uses, none chrooted. The
+# columns are: service type private unpriv chroot wakeup maxproc command.
+MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n - n 60    1 pickup
+cleanup   unix  n - n -     0 cleanup
+qmgr      unix  n - n 300   1 qmgr
+rewrite   unix  - - n -     - trivial-rewrite
+bounce    unix  - - n -     0 bounce
+defer     unix  - - n -     0 bounce
+trace     unix  - - n -     0 bounce
+verify    unix  - - n -     1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -     - proxymap
+showq     unix  n - n -     - showq
+error     unix  - - n -     - error
+retry     unix  - - n -     - error
+discard   unix  - - n -     - discard
+virtual   unix  - n n -     - virtual
+anvil     unix  - - n -     1 anvil
+scache    unix  - - n -     1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+
+class PostfixUnavailable(Exception):
+    """Postfix is not installed, or this instance could not be set up or started."""
+
+
+@dataclass
+class PostfixRef:
+    root: Path
+    port: int
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def maildir(self) -> Path:
+        return self.root / "pfmail" / "example.test" / "bob"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "maillog"
+
+    def delivered(self) -> int:
+        """Messages in bob's Maildir (new/ and cur/)."""
+        return sum(_count_files(self.maildir / sub) for sub in ("new", "cur"))
+
+    def clear_maildir(self) -> None:
+        """Empty new/ and cur/ between runs so every run counts from zero."""
+        for sub in ("new", "cur"):
+            for entry in _listdir(self.maildir / sub):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.maildir / sub / entry)
+
+    def master_pid(self) -> int | None:
+        try:
+            return int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def available() -> str | None:
+    """None if a private Postfix can be tried here; otherwise why not."""
+    for tool in (POSTFIX, POSTCONF, POSTMAP):
+        if not os.access(tool, os.X_OK):
+            return f"{tool} not installed"
+    if os.geteuid() != 0:
+        return "a Postfix instance must be started as root"
+    try:
+        pwd.getpwnam("postfix")
+        pwd.getpwnam(MAILBOX_OWNER)
+    except KeyError as exc:
+        return f"user {exc} missing"
+    return None
+
+
+@contextlib.contextmanager
+def postfix_instance(root: Path, port: int) -> Iterator[PostfixRef]:
+    """Configure and start a private Postfix under `root` (a fresh directory); always stop it."""
+    problem = available()
+    if problem:
+        raise PostfixUnavailable(problem)
+    ref = PostfixRef(root, port)
+    _configure(ref)
+    try:
+        _run(POSTFIX, "-c", str(ref.config_dir), "start")
+        _wait_for_port(ref)
+        yield ref
+    finally:
+        # Stop even if start half-failed: master may be up without its smtpd listening.
+        subprocess.run(
+            [POSTFIX, "-c", str(ref.config_dir), "stop"], capture_output=True, timeout=30
+        )
+        _wait_for_exit(ref)
+
+
+def _configure(ref: PostfixRef) -> None:
+    root = ref.root
+    # virtual(8) runs as nobody and must reach the Maildir base through this tree.
+    os.chmod(root, 0o755)
+    ref.config_dir.mkdir()
+    (root / "queue").mkdir()
+    (root / "data").mkdir()
+    owner = pwd.getpwnam(MAILBOX_OWNER)
+    mail_base = root / "pfmail"
+    mail_base.mkdir()
+    os.chown(mail_base, owner.pw_uid, owner.pw_gid)
+    (ref.config_dir / "main.cf").write_text("")
+    (ref.config_dir / "master.cf").write_text(MASTER_CF.format(port=ref.port))
+    vmailbox = ref.config_dir / "vmailbox"
+    vmailbox.write_text(f"{RECIPIENT} example.test/bob/\n")  # trailing slash: Maildir
+    settings = {
+        "compatibility_level": "3.6",
+        "queue_directory": root / "queue",
+        "data_directory": root / "data",
+        "mail_owner": "postfix",
+        "setgid_group": "postdrop",
+        "myhostname": "postfix-ref.example.test",
+        "mydestination": "",
+        "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4",
+        "mynetworks": "127.0.0.0/8",
+        "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+        "smtpd_recipient_restrictions": "permit_mynetworks, reject_unauth_destination",
+        "virtual_mailbox_domains": "example.test",
+        "virtual_mailbox_base": mail_base,
+        "virtual_mailbox_maps": f"hash:{vmailbox}",
+        "virtual_uid_maps": f"static:{owner.pw_uid}",
+        "virtual_gid_maps": f"static:{owner.pw_gid}",
+        "alias_maps": "",
+        "alias_database": "",
+        "local_recipient_maps": "",
+        "biff": "no",
+        "append_dot_mydomain": "no",
+        # A log file instead of syslog (written by the postlog service in master.cf);
+        # Postfix only writes logs under listed prefixes.
+        "maillog_file": ref.log_path,
+        "maillog_file_prefixes": root,
+    }
+    _run(
+        POSTCONF,
+        "-c",
+        str(ref.config_dir),
+        "-e",
+        *(f"{key} = {value}" for key, value in settings.items()),
+    )
+    _run(POSTMAP, "-c", str(ref.config_dir), f"hash:{vmailbox}")
+    # Creates the queue's subdirectories with the owners and modes Postfix expects.
+    _run(POSTFIX, "-c", str(ref.config_dir), "set-permissions")
+    _run(POSTFIX, "-c", str(ref.config_dir), "check")
+
+
+def _run(*argv: str) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        raise PostfixUnavailable(f"{' '.join(argv[:4])} failed: {output}")
+
+
+def _wait_for_port(ref: PostfixRef, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", ref.port), 0.2) as sock:
+                sock.settimeout(5)
+                if sock.recv(512).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise PostfixUnavailable(f"smtpd did not answer on 127.0.0.1:{ref.port}:\n{ref.log()}")
+
+
+def _wait_for_exit(ref: PostfixRef, timeout: float = 15) -> None:
+    """`postfix stop` returns before master has exited; wait so the next run can bind."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = ref.master_pid()
+        if pid is None or not _alive(pid):
+            return
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _count_files(path: Path) -> int:
+    return len(_listdir(path))
+
+
+def have_smtp_source() -> str | None:
+    return shutil.which("smtp-source") or (
+        "/usr/sbin/smtp-source" if os.access("/usr/sbin/smtp-source", os.X_OK) else None
+    )
