@@ -38,6 +38,11 @@ class Acceptor:
     def __init__(self, runtime: Runtime):
         self.rt = runtime
 
+    def __dir__(self):
+        # aiosmtpd looks through dir(handler) for handle_*/auth_* on every new
+        # connection; the short list keeps that cheap (see Session.__dir__).
+        return [n for n in dir(type(self)) if n.startswith(("handle_", "auth_"))]
+
     # ------------------------------------------------------------ policy hooks
 
     def sender_problem(self, session, address: str) -> str | None:
