@@ -1,7 +1,7 @@
 """A private Postfix instance on loopback, the reference the SMTP ingest bench compares to.
 
-    with postfix_instance(Path(tmp), port) as pf:   # raises PostfixUnavailable if it cannot
-        ... load 127.0.0.1:pf.port ...; pf.delivered() counts files in bob's Maildir
+    with postfix_instance(Path(tmp), port) as pf:  # PostfixUnavailable if it cannot start
+        ... load 127.0.0.1:pf.port, count the files in pf.maildir / "new" ...
 
 Everything lives under one temporary directory: its own config_directory (main.cf,
 master.cf), queue_directory, data_directory, log file and Maildir base, so the system's
@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import shutil
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -78,17 +78,6 @@ class PostfixRef:
     def log_path(self) -> Path:
         return self.root / "maillog"
 
-    def delivered(self) -> int:
-        """Messages in bob's Maildir (new/ and cur/)."""
-        return sum(_count_files(self.maildir / sub) for sub in ("new", "cur"))
-
-    def clear_maildir(self) -> None:
-        """Empty new/ and cur/ between runs so every run counts from zero."""
-        for sub in ("new", "cur"):
-            for entry in _listdir(self.maildir / sub):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.maildir / sub / entry)
-
     def master_pid(self) -> int | None:
         try:
             return int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
@@ -138,9 +127,11 @@ def _configure(ref: PostfixRef) -> None:
     root = ref.root
     # virtual(8) runs as nobody and must reach the Maildir base through this tree.
     os.chmod(root, 0o755)
+    for parent in root.parents:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            raise PostfixUnavailable(f"{parent} is not searchable by {MAILBOX_OWNER}")
     ref.config_dir.mkdir()
-    (root / "queue").mkdir()
-    (root / "data").mkdir()
+    (root / "queue").mkdir()  # `postfix` starts in it; its subdirectories come later
     owner = pwd.getpwnam(MAILBOX_OWNER)
     mail_base = root / "pfmail"
     mail_base.mkdir()
@@ -185,9 +176,9 @@ def _configure(ref: PostfixRef) -> None:
         *(f"{key} = {value}" for key, value in settings.items()),
     )
     _run(POSTMAP, "-c", str(ref.config_dir), f"hash:{vmailbox}")
-    # Creates the queue's subdirectories with the owners and modes Postfix expects.
-    _run(POSTFIX, "-c", str(ref.config_dir), "set-permissions")
-    _run(POSTFIX, "-c", str(ref.config_dir), "check")
+    # The queue's subdirectories and data_directory are left to `postfix start`: its check
+    # creates what is missing with the owners and modes Postfix expects. Not `postfix
+    # set-permissions`: it also resets the system's /etc/postfix and /usr/sbin files.
 
 
 def _run(*argv: str) -> None:
@@ -226,20 +217,3 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _listdir(path: Path) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
-
-
-def _count_files(path: Path) -> int:
-    return len(_listdir(path))
-
-
-def have_smtp_source() -> str | None:
-    return shutil.which("smtp-source") or (
-        "/usr/sbin/smtp-source" if os.access("/usr/sbin/smtp-source", os.X_OK) else None
-    )
