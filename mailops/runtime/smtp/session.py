@@ -7,12 +7,13 @@ session. These versions parse the same way and await the Authenticator.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import ipaddress
 import re
 from base64 import b64decode
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, syntax
 
 from mailops.runtime.auth import Authenticator
 
@@ -22,13 +23,17 @@ _SIMPLE_PATH = re.compile(
 
 
 class Session(SMTP):
-    """One SMTP connection. Besides async logins, three changes make a session
+    """One SMTP connection. Besides async logins, four changes make a session
     cheap, since a busy MX takes a new connection for nearly every message:
     `__dir__` keeps aiosmtpd's per-connection introspection short, multi-line
-    replies go out in one write, and plain `<local@domain>` paths skip the
-    RFC 5322 header parser (anything else still goes through it)."""
+    replies go out in one write, plain `<local@domain>` paths skip the RFC 5322
+    header parser (anything else still goes through it), and DATA is read in
+    large pieces rather than line by line."""
 
     _method_names: tuple[str, ...] | None = None
+    # The reader's buffer limit. Command lines keep aiosmtpd's own 512-byte
+    # limit (command_size_limit); DATA is read up to its terminator in pieces.
+    line_length_limit = 64 * 1024
 
     def __dir__(self):
         # aiosmtpd's __init__ calls inspect.getmembers(self) and dir(self) only to
@@ -47,6 +52,55 @@ class Session(SMTP):
         self._writer.write(b"".join(self._pending) + response + b"\r\n")
         self._pending.clear()
         await self._writer.drain()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content = await self._read_data()
+        if content is None:
+            self._set_post_data_state()
+            await self.push("552 5.3.4 Message too big for this system")
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> bytes | None:
+        """The message up to the exact <CR><LF>.<CR><LF>, dot-unstuffed; None
+        when it is larger than allowed (read to its end all the same).
+
+        Only that exact sequence ends the data — never a bare LF or CR around
+        the dot — so SMTP smuggling cannot end a message early; bare CR/LF
+        inside are refused later (handlers). Pieces end at ".\r\n", which is
+        the terminator whenever the bytes before it end in CRLF (the data
+        begins right after the DATA line's CRLF)."""
+        limit = self.data_size_limit
+        pieces: list[bytes] = []
+        size, tail = 0, b"\r\n"
+        while True:
+            try:
+                piece = await self._reader.readuntil(b".\r\n")
+            except asyncio.LimitOverrunError as exc:
+                piece = await self._reader.readexactly(exc.consumed)
+            size += len(piece)
+            if limit is None or size <= limit + 3:
+                pieces.append(piece)
+            tail = (tail + piece)[-5:]
+            if tail == b"\r\n.\r\n":
+                break
+        if limit is not None and size > limit + 3:
+            return None
+        data = b"\r\n" + b"".join(pieces)[:-3]  # drop the final ".\r\n"
+        return data.replace(b"\r\n.", b"\r\n")[2:]
 
     def _getaddr(self, arg: str):
         match = _SIMPLE_PATH.fullmatch(arg.strip())
