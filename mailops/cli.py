@@ -266,7 +266,7 @@ def serve(config: ConfigOpt = Path("/etc/mailops/runtime.toml")) -> None:
     asyncio.run(run(config))
 
 
-queue_app = typer.Typer(help="Inspect the outbound queue.", no_args_is_help=True)
+queue_app = typer.Typer(help="Inspect and manage the outbound queue.", no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
 
 
@@ -291,6 +291,69 @@ def queue_list(config: ConfigOpt = Path("/etc/mailops/runtime.toml"), as_json: J
             markup=False,
         )
     err.print(f"{len(entries)} message(s) in the queue", markup=False)
+
+
+QueueIdArg = Annotated[str, typer.Argument(help="The entry's id (from `mailops queue list`).")]
+
+
+@queue_app.command("show")
+def queue_show(
+    queue_id: QueueIdArg,
+    config: ConfigOpt = Path("/etc/mailops/runtime.toml"),
+    as_json: JsonOpt = False,
+):
+    """Show one entry: envelope, retry state and the message's headers."""
+    import dataclasses
+
+    from mailops.runtime.config import load_config
+    from mailops.runtime.delivery import admin
+
+    entry, head = admin.show(load_config(config), queue_id)
+    if as_json:
+        data = dataclasses.asdict(entry) | {"pending": list(entry.pending), "headers": head}
+        out.print_json(json.dumps(data))
+        return
+    lines = [
+        f"id:        {entry.id}",
+        f"sender:    <{entry.sender}>",
+        f"pending:   {', '.join(entry.pending) or '-'}",
+        f"done:      {', '.join(entry.done) or '-'}",
+        f"size:      {entry.size}",
+        f"attempts:  {entry.attempts}",
+    ]
+    if entry.last_error:
+        lines.append(f"last error: {entry.last_error}")
+    out.print("\n".join(lines) + "\n\n" + head, markup=False)
+
+
+@queue_app.command("flush")
+def queue_flush(config: ConfigOpt = Path("/etc/mailops/runtime.toml")):
+    """Ask the running runtime to retry every queued message now (SIGUSR1)."""
+    from mailops.runtime.config import load_config
+    from mailops.runtime.delivery import admin
+
+    pid = admin.flush(load_config(config))
+    err.print(f"asked the runtime (pid {pid}) to retry the queue now", markup=False)
+
+
+@queue_app.command("delete")
+def queue_delete(queue_id: QueueIdArg, config: ConfigOpt = Path("/etc/mailops/runtime.toml")):
+    """Delete one entry without telling anyone (see `bounce` to tell the sender)."""
+    from mailops.runtime.config import load_config
+    from mailops.runtime.delivery import admin
+
+    admin.delete(load_config(config), queue_id)
+    err.print(f"deleted {queue_id}", markup=False)
+
+
+@queue_app.command("bounce")
+def queue_bounce(queue_id: QueueIdArg, config: ConfigOpt = Path("/etc/mailops/runtime.toml")):
+    """Return one entry to its sender now (a DSN), and delete it."""
+    from mailops.runtime.config import load_config
+    from mailops.runtime.delivery import admin
+
+    count = admin.bounce(load_config(config), queue_id)
+    err.print(f"bounced {queue_id} ({count} recipient(s)) to its sender", markup=False)
 
 
 # ---------------------------------------------------------------- entry point

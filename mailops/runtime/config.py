@@ -68,10 +68,31 @@ class RelayConfig(_Strict):
 
 
 class QueueConfig(_Strict):
-    lifetime: Annotated[int, Field(ge=60)] = 5 * 86400
+    # Minimums of one second: labs and tests shorten both to watch a bounce happen.
+    lifetime: Annotated[int, Field(ge=1)] = 5 * 86400
     """Seconds a message may wait before it bounces."""
-    delay_warning: Annotated[int, Field(ge=60)] = 4 * 3600
+    delay_warning: Annotated[int, Field(ge=1)] = 4 * 3600
     """Seconds after which the sender is told that delivery is delayed."""
+
+
+class DeliveryConfig(_Strict):
+    """Outbound delivery: how many connections, how often to retry, whom to trust."""
+
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 50
+    """Deliveries in flight at once, over all destinations."""
+    per_destination: Annotated[int, Field(ge=1, le=1000)] = 20
+    """Deliveries in flight at once to one destination (a domain, or a relay)."""
+    retry_base: Annotated[float, Field(gt=0)] = 300.0
+    """Seconds before the first retry; each further retry waits twice as long..."""
+    retry_max: Annotated[float, Field(gt=0)] = 3600.0
+    """...up to this many seconds."""
+    connect_timeout: Annotated[float, Field(gt=0)] = 30.0
+    command_timeout: Annotated[float, Field(gt=0)] = 300.0
+    """Seconds to wait for any one reply of the remote server (RFC 5321 §4.5.3.2)."""
+    ca_file: Path | None = None
+    """CA bundle for verified TLS (relays, MTA-STS); default: the system's."""
+    mta_sts: bool = True
+    """Fetch and obey the MTA-STS policies of recipient domains (RFC 8461)."""
 
 
 class RuntimeConfig(_Strict):
@@ -85,6 +106,7 @@ class RuntimeConfig(_Strict):
     domains: dict[str, DomainConfig] = Field(default_factory=dict)
     relays: dict[str, RelayConfig] = Field(default_factory=dict)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     resolver: list[str] | None = None
     pid_file: Path | None = None
     user: str | None = None
@@ -92,6 +114,9 @@ class RuntimeConfig(_Strict):
     max_message_size: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024
     plaintext_auth_on_loopback: bool = False
     """Allow passwords without TLS from 127.0.0.1/::1 (labs and tests only)."""
+    pop3_idle_timeout: Annotated[float, Field(gt=0)] = 600.0
+    """Seconds a POP3 session may stay silent (RFC 1939 asks for at least 10 minutes;
+    shorter values are for tests)."""
 
     @field_validator("domains")
     @classmethod
@@ -137,8 +162,10 @@ def _resolve_paths(config: RuntimeConfig, base: Path) -> RuntimeConfig:
         name: r.model_copy(update={"password_file": fix(r.password_file)})
         for name, r in config.relays.items()
     }
+    delivery = config.delivery.model_copy(update={"ca_file": fix(config.delivery.ca_file)})
     return config.model_copy(
         update={
+            "delivery": delivery,
             "data_dir": fix(config.data_dir),
             "passwd_file": fix(config.passwd_file),
             "aliases_file": fix(config.aliases_file),

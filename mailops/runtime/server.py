@@ -20,13 +20,15 @@ from pathlib import Path
 from mailops.errors import MailopsError
 from mailops.runtime.auth import Authenticator
 from mailops.runtime.config import IMPLICIT_TLS, Listener, RuntimeConfig, load_config
+from mailops.runtime.delivery.service import Delivery
 from mailops.runtime.directory import Directory, load_directory
 from mailops.runtime.durable import GroupCommit
 from mailops.runtime.log import capture_library_logs, log
+from mailops.runtime.pop3 import POP3_SERVICES, Pop3Service
 from mailops.runtime.queue import Queue
 from mailops.runtime.smtp.handlers import MX, Submission
 from mailops.runtime.smtp.session import Session
-from mailops.runtime.store.maildir import MaildirDelivery
+from mailops.runtime.store import Store
 
 DRAIN_SECONDS = 30.0
 SMTP_SERVICES = {"smtp": MX, "submission": Submission, "submissions": Submission}
@@ -54,8 +56,12 @@ class Runtime:
         self.tls = tls_context(self.config)
         self.authenticator = Authenticator(lambda: self.directory)
         self.committer = GroupCommit()
-        self.maildir = MaildirDelivery(self.config.data_dir, self.config.hostname)
+        # The mailbox store: the MDA delivers through its MaildirDelivery, POP3 reads it.
+        self.store = Store(self.config.data_dir, self.config.hostname)
+        self.maildir = self.store.delivery
+        self.pop3 = Pop3Service(self)
         self.queue = Queue(self.config.data_dir)
+        self.delivery = Delivery(self)
         self.servers: list[asyncio.AbstractServer] = []
         self.sessions: set[Session] = set()
         self.stopping = asyncio.Event()
@@ -63,6 +69,8 @@ class Runtime:
     # ------------------------------------------------------------ listeners
 
     def _factory(self, listener: Listener):
+        if listener.service in POP3_SERVICES:
+            return self.pop3.protocol_factory(implicit_tls=listener.service in IMPLICIT_TLS)
         handler = SMTP_SERVICES[listener.service](self)
         implicit = listener.service in IMPLICIT_TLS
         submission = listener.service != "smtp"
@@ -91,7 +99,7 @@ class Runtime:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
-            if listener.service not in SMTP_SERVICES:
+            if listener.service not in SMTP_SERVICES and listener.service not in POP3_SERVICES:
                 log("listener.skipped", service=listener.service, reason="not available yet")
                 continue
             ssl_ctx = self.tls if listener.service in IMPLICIT_TLS else None
@@ -132,6 +140,7 @@ class Runtime:
             self.tls.load_cert_chain(config.tls.cert, config.tls.key)
             tls = self.tls
         self.config, self.directory, self.tls = config, directory, tls
+        self.delivery.reloaded()
         log("reload.done", users=len(directory.accounts), aliases=len(directory.aliases))
 
     async def drain(self) -> None:
@@ -143,6 +152,11 @@ class Runtime:
         for session in list(self.sessions):
             if session.transport is not None:
                 session.transport.close()
+        # Deliveries in flight get the rest of the drain window; one cut short records
+        # nothing, so its message stays queued and is sent again after the restart.
+        remaining = deadline - asyncio.get_running_loop().time()
+        await self.delivery.stop(max(remaining, 1.0))
+        await self.pop3.drain(max(deadline - asyncio.get_running_loop().time(), 1.0))
         await self.committer.close()
 
     def _busy(self) -> bool:
@@ -175,6 +189,8 @@ async def serve(config_path: Path) -> None:
         pid_file.write_text(f"{os.getpid()}\n")
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    loop.add_signal_handler(signal.SIGUSR1, runtime.delivery.flush)  # `mailops queue flush`
+    runtime.delivery.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stopping.set)
     log("started", hostname=runtime.config.hostname, pid=os.getpid())

@@ -42,6 +42,7 @@ from mailops.spec.types import (
     LocalPart,
     Port,
     Priority,
+    RecordName,
     ResolverAddress,
 )
 
@@ -302,7 +303,7 @@ AliasTargets = Annotated[
 class Selector(Model):
     """A DKIM selector and its key type."""
 
-    name: Annotated[str, BeforeValidator(lambda v: names.record_name(str(v)))]
+    name: RecordName
     """The selector, published at <name>._domainkey.<domain>."""
     algorithm: Literal["rsa-2048", "rsa-4096", "ed25519"] = "rsa-2048"
     """Key type."""
@@ -418,7 +419,7 @@ RECORD_TYPES = ("A", "AAAA", "CAA", "CNAME", "MX", "NS", "PTR", "SRV", "SSHFP", 
 class ExtraRecord(Model):
     """A record mailops does not derive, published as given."""
 
-    name: Annotated[str, BeforeValidator(lambda v: names.record_name(str(v)))]
+    name: RecordName
     """Owner name relative to the zone ('@', 'www'), or absolute with a trailing dot."""
     type: Literal[RECORD_TYPES]  # type: ignore[valid-type]
     """Record type."""

@@ -104,6 +104,11 @@ def _dns_name(value: Any) -> str:
     return names.dns_name(_str("a DNS name like _spf.example.com")(value))
 
 
+def _record_name(value: Any) -> str:
+    what = "a name like www, '@' or _dmarc (quote null, true or numbers)"
+    return names.record_name(_str(what)(value))
+
+
 def _local_part(value: Any) -> str:
     return names.local_part(_str("a local part like alice")(value))
 
@@ -127,6 +132,7 @@ def _alias_target(value: Any) -> str:
 DomainName = Annotated[str, BeforeValidator(_domain), Field(description="A domain name.")]
 Hostname = Annotated[str, BeforeValidator(_hostname)]
 DnsName = Annotated[str, BeforeValidator(_dns_name)]
+RecordName = Annotated[str, BeforeValidator(_record_name)]
 LocalPart = Annotated[str, BeforeValidator(_local_part)]
 Id = Annotated[str, BeforeValidator(_host_id)]
 AliasTarget = Annotated[str, BeforeValidator(_alias_target)]

@@ -36,6 +36,7 @@ hosts:
     ports: {ports}
     tls: {{cert: {cert}, key: {key}}}
     paths: {{config: etc, data: data, install: venv}}
+    resolver: ["{resolver}"]
   mx9:
     fqdn: mx9.example.test
     ipv4: 127.0.0.9
@@ -145,13 +146,19 @@ class MailServer:
 
 
 @contextlib.contextmanager
-def mail_server(root: Path, *, alice_quota: str = "null", extra: str = "") -> Iterator[MailServer]:
+def mail_server(
+    root: Path, *, alice_quota: str = "null", extra: str = "", resolver: str | None = None
+) -> Iterator[MailServer]:
+    """`resolver` is the DNS server delivery asks; by default a loopback port where
+    nothing answers, so queued mail stays queued (deferred) and no test ever asks
+    the machine's own resolver about its made-up domains."""
     root.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     cert = ca.issue_cert("mx1.example.test", "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(root / "server.pem"))
     cert.private_key_pem.write_to_path(str(root / "server.key"))
-    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+    *service_ports, dead_port = free_ports(len(SERVICES) + 1)
+    ports = dict(zip(SERVICES, service_ports, strict=True))
     port_text = "{" + ", ".join(f"{k}: {v}" for k, v in ports.items()) + "}"
     # Fixed salts: the same hash every run (the runtime verifies; render keeps it as is).
     spec = SPEC.format(
@@ -162,6 +169,7 @@ def mail_server(root: Path, *, alice_quota: str = "null", extra: str = "") -> It
         bob_hash=hash_password("bob-pw", b"bobsaltbobsalt!!"),
         alice_quota=alice_quota,
         extra=extra,
+        resolver=resolver or f"127.0.0.1:{dead_port}",
     )
     (root / "spec.yaml").write_text(spec)
     loaded = load_spec(root / "spec.yaml")

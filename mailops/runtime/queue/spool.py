@@ -75,6 +75,14 @@ class QueueEntry:
     next_attempt: float = 0.0  # Unix time; a new entry is due at once (= created)
     last_error: str | None = None
     source: dict[str, Any] | None = None  # who gave it to us: client, helo, auth
+    done: tuple[str, ...] = ()  # recipients delivered or bounced already (never retried)
+    delay_warned: bool = False  # the sender has been told that delivery is delayed
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Recipients still to deliver, in envelope order."""
+        finished = set(self.done)
+        return tuple(r for r in self.recipients if r not in finished)
 
 
 def new_queue_id() -> str:
@@ -145,14 +153,22 @@ class Queue:
                 log("queue.entry_unreadable", id=queue_id, error=exc.strerror or exc)
         return entries
 
+    def entry(self, queue_id: str) -> QueueEntry:
+        """One entry's envelope and retry state, without reading its message."""
+        return self._load(queue_id, with_message=False)[0]
+
     def read(self, queue_id: str) -> tuple[QueueEntry, bytes]:
         """The entry and its message bytes, exactly as accepted."""
         entry, message = self._load(queue_id, with_message=True)
         assert message is not None
         return entry, message
 
-    def delete(self, queue_id: str) -> None:
-        """Remove a delivered entry and its state, durably."""
+    def delete(self, queue_id: str, *, sync: bool = True) -> None:
+        """Remove a delivered entry and its state, durably.
+
+        `sync=False` leaves the directory fsync to the caller, who can then make many
+        deletions durable with one `fsync_dir(queue.path)` (the delivery workers do).
+        """
         self._check_id(queue_id)
         try:
             os.unlink(self._entry_path(queue_id))
@@ -162,19 +178,36 @@ class Queue:
         # recover() removes, and never a state-less entry that loses its retry count.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._state_path(queue_id))
-        fsync_dir(self.path)
+        if sync:
+            fsync_dir(self.path)
 
-    def record_attempt(self, queue_id: str, error: str | None, next_attempt: float) -> None:
-        """Count a delivery attempt and when to try again; the entry file is untouched."""
+    def record_attempt(
+        self,
+        queue_id: str,
+        error: str | None,
+        next_attempt: float,
+        *,
+        done: Sequence[str] = (),
+        delay_warned: bool = False,
+    ) -> None:
+        """Count a delivery attempt and when to try again; the entry file is untouched.
+
+        `done` adds recipients that are finished (delivered, or bounced): a retry
+        never sends to them again. `delay_warned` records that the sender was told.
+        """
         self._check_id(queue_id)
         if not self._entry_path(queue_id).exists():
             raise NoSuchEntry(queue_id)
         state = self._read_state(queue_id)
+        finished = dict.fromkeys(_str_list(state, "done"))
+        finished.update(dict.fromkeys(done))
         state.update(
             v=FORMAT_VERSION,
             attempts=_int_field(state, "attempts") + 1,
             next_attempt=float(next_attempt),
             last_error=error,
+            done=list(finished),
+            delay_warned=delay_warned or state.get("delay_warned") is True,
         )
         data = json.dumps(state, ensure_ascii=True, separators=(",", ":")).encode("ascii")
         write_durable(self._state_path(queue_id), data, tmp_dir=self.tmp, mode=FILE_MODE)
@@ -270,6 +303,8 @@ class Queue:
             next_attempt=_float_field(state, "next_attempt", header["created"]),
             last_error=_str_field(state, "last_error"),
             source=header["source"],
+            done=tuple(_str_list(state, "done")),
+            delay_warned=state.get("delay_warned") is True,
         )
         return entry, message
 
@@ -344,3 +379,8 @@ def _float_field(state: dict[str, Any], key: str, default: float) -> float:
 def _str_field(state: dict[str, Any], key: str) -> str | None:
     value = state.get(key)
     return value if isinstance(value, str) else None
+
+
+def _str_list(state: dict[str, Any], key: str) -> list[str]:
+    value = state.get(key)
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []

@@ -121,6 +121,9 @@ class Acceptor:
             self._abandon(files)
             log("smtp.commit_failed", id=message_id, error=exc)
             return "451 4.3.0 Temporary failure storing the message; try again later"
+        if queue_id is not None:
+            self.rt.delivery.queued(queue_id)  # on disk now: the delivery workers may start
+        self.rt.store.delivered(files)  # wake POP3/IMAP sessions on the mailboxes that got it
         log(
             "smtp.accepted",
             service=self.service,
@@ -173,6 +176,17 @@ class Acceptor:
 
 class MX(Acceptor):
     """Port 25: mail for the domains this host serves, from anyone; nothing else."""
+
+    async def handle_DATA(self, server, session, envelope):
+        # The DKIM verdict on the message as it arrived; information, never a refusal.
+        envelope.auth_results = await self.rt.delivery.authentication_results(
+            envelope.original_content
+        )
+        return await super().handle_DATA(server, session, envelope)
+
+    def extra_headers(self, session, envelope, data: bytes, message_id: str) -> bytes:
+        received = super().extra_headers(session, envelope, data, message_id)
+        return getattr(envelope, "auth_results", b"") + received
 
 
 class Submission(Acceptor):

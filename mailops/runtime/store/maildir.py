@@ -112,9 +112,16 @@ class Maildir:
             ensure_dirs(sub, DIR_MODE)
 
     def usage(self) -> int:
-        """Bytes stored in cur/ and new/, from the names' sizes (stat where missing)."""
+        """Bytes stored in cur/ and new/ of the INBOX and every `.Folder`, from the names'
+        sizes (stat where missing): the quota covers all of a user's folders."""
         total = 0
-        for sub in (self.cur, self.new):
+        try:
+            with os.scandir(self.path) as entries:
+                folders = [Path(e.path) for e in entries if e.name[:1] == "." and e.is_dir()]
+        except FileNotFoundError:
+            folders = []
+        subs = [self.cur, self.new] + [f / s for f in folders for s in ("cur", "new")]
+        for sub in subs:
             try:
                 entries = os.scandir(sub)
             except FileNotFoundError:
@@ -208,6 +215,18 @@ class MaildirDelivery:
         path = pending.final_path.parent.parent
         self._add_usage(path, -len(pending.data))
         self._created.discard(path)
+
+    def reserve(self, domain: str, user: str, size: int, quota: int | None) -> QuotaExceeded | None:
+        """Count `size` more bytes against a mailbox (the store's APPEND and COPY)."""
+        box = self.mailbox(domain, user)
+        if quota is None:
+            self._add_usage(box.path, size)
+            return None
+        return self._reserve(box, size, quota)
+
+    def release(self, domain: str, user: str, size: int) -> None:
+        """Give back `size` bytes: messages expunged, or a reservation not used."""
+        self._add_usage(self.mailbox(domain, user).path, -size)
 
     def usage(self, domain: str, user: str) -> int:
         """Bytes used by the mailbox as this process knows it."""

@@ -1,0 +1,404 @@
+"""The SMTP client side: sessions to other servers, and what their replies mean.
+
+`deliver` tries the targets in order with the recipients not yet finished: a
+server that cannot be reached, or answers 4xx, passes the recipients to the
+next target (RFC 5321 §5.1); a 2xx or 5xx for a recipient is final. Every
+recipient comes back with an `Outcome`: delivered, failed (bounce) or deferred
+(retry).
+
+Sessions are pooled: after a transaction the connection stays open for a few
+seconds and the next message for the same server reuses it (RSET semantics are
+implied by a completed transaction), as Postfix's connection cache does. On MX
+delivery STARTTLS is opportunistic (RFC 7435): used when offered, not verified,
+and if the handshake fails the message goes again in plaintext. Relays and
+MTA-STS `enforce` domains get verified TLS or nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import aiosmtplib
+
+from mailops.runtime.delivery.router import Target
+from mailops.runtime.log import log
+
+IDLE_SECONDS = 5.0  # how long an unused connection is kept for the next message
+MAX_USES = 100  # messages per connection before it is closed and opened afresh
+_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+
+State = Literal["delivered", "failed", "deferred"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one recipient in one attempt."""
+
+    state: State
+    status: str  # RFC 3463 enhanced status code, e.g. "5.1.1"
+    diagnostic: str  # RFC 3464 Diagnostic-Code: "smtp; 550 5.1.1 ..." or "x-mailops; ..."
+    remote: str | None = None  # the server that answered (host name)
+
+    @classmethod
+    def reply(cls, code: int, message: str, remote: str) -> Outcome:
+        text = " ".join(message.split())  # one line, as a DSN field must be
+        match = _STATUS.match(text)
+        klass = str(code)[0]
+        if match and match.group(1) == klass:
+            status = ".".join(match.groups())
+        else:
+            status = {"2": "2.0.0", "4": "4.0.0"}.get(klass, "5.0.0")
+        state: State = {"2": "delivered", "4": "deferred"}.get(klass, "failed")  # type: ignore[assignment]
+        return cls(state, status, f"smtp; {code} {text}"[:900], remote)
+
+    @classmethod
+    def local(cls, state: State, status: str, text: str, remote: str | None = None) -> Outcome:
+        return cls(state, status, f"x-mailops; {' '.join(text.split())}"[:900], remote)
+
+
+class SessionError(Exception):
+    """The session failed before any recipient got a final answer."""
+
+    def __init__(self, outcome: Outcome, *, stale: bool = False) -> None:
+        super().__init__(outcome.diagnostic)
+        self.outcome = outcome
+        self.stale = stale  # a reused connection the server had already closed
+
+
+@dataclass(eq=False)
+class Connection:
+    target: Target
+    smtp: aiosmtplib.SMTP
+    tls: bool
+    uses: int = 0
+    idle_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.smtp.close()
+
+
+class NamedContext(ssl.SSLContext):
+    """A verifying context that checks the certificate for `server_name` whatever
+    address the connection was made to: aiosmtplib names the peer by the address
+    we give it, and we connect to the address our own resolver found."""
+
+    server_name: str
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        return super().wrap_bio(incoming, outgoing, server_side, self.server_name, session)
+
+
+def verified_context(ca_file: Path | None, server_name: str | None = None) -> ssl.SSLContext:
+    context = (
+        NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+        if server_name
+        else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    )
+    if server_name:
+        context.server_name = server_name  # type: ignore[attr-defined]
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    else:
+        context.load_default_certs()
+    return context
+
+
+def opportunistic_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # RFC 7435: encryption without authentication
+    return context
+
+
+class Pool:
+    """Open SMTP sessions by target; see module doc."""
+
+    def __init__(
+        self,
+        hostname: str,
+        *,
+        ca_file: Path | None = None,
+        connect_timeout: float = 30.0,
+        command_timeout: float = 300.0,
+    ) -> None:
+        self.hostname = hostname
+        self.ca_file = ca_file
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.verified = verified_context(ca_file)
+        self.opportunistic = opportunistic_context()
+        self._idle: dict[tuple, list[Connection]] = {}
+        self._closing: set[asyncio.Task] = set()  # QUITs of idle connections under way
+        self.opened = 0  # connections made so far: for tests and benchmarks
+
+    async def acquire(self, target: Target, *, fresh: bool = False) -> tuple[Connection, bool]:
+        """A session ready for MAIL FROM, and whether it was reused."""
+        idle = self._idle.get(target.pool_key)
+        while idle and not fresh:
+            conn = idle.pop()
+            if conn.idle_timer is not None:
+                conn.idle_timer.cancel()
+            if conn.smtp.is_connected:
+                return conn, True
+        return await self._open(target, starttls=True), False
+
+    def release(self, conn: Connection, *, reusable: bool) -> None:
+        conn.uses += 1
+        if not reusable or conn.uses >= MAX_USES or not conn.smtp.is_connected:
+            conn.close()
+            return
+        idle = self._idle.setdefault(conn.target.pool_key, [])
+        idle.append(conn)
+        loop = asyncio.get_running_loop()
+        conn.idle_timer = loop.call_later(IDLE_SECONDS, self._expire, conn)
+
+    def _expire(self, conn: Connection) -> None:
+        idle = self._idle.get(conn.target.pool_key, [])
+        if conn in idle:
+            idle.remove(conn)
+            task = asyncio.get_running_loop().create_task(_quit(conn))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        conns = [c for idle in self._idle.values() for c in idle]
+        self._idle.clear()
+        await asyncio.gather(*(_quit(c) for c in conns))
+
+    # ------------------------------------------------------------ opening
+
+    async def _open(self, target: Target, *, starttls: bool) -> Connection:
+        implicit = target.tls == "implicit"
+        smtp = aiosmtplib.SMTP(
+            hostname=target.address,
+            port=target.port,
+            local_hostname=self.hostname,
+            timeout=self.command_timeout,
+            use_tls=implicit,
+            start_tls=False,
+            tls_context=verified_context(self.ca_file, target.host) if implicit else None,
+        )
+        try:
+            await smtp.connect(timeout=self.connect_timeout)
+            self.opened += 1
+            await _hello(smtp)
+            tls = implicit
+            if not implicit and self._wants_starttls(target, smtp, starttls):
+                await self._starttls(smtp, target)
+                tls = True
+            if target.username:
+                await smtp.login(target.username, _read_secret(target.password_file))
+        except SessionError:
+            smtp.close()
+            raise
+        except ssl.SSLError as exc:
+            smtp.close()
+            if target.tls == "may" and starttls:
+                log("delivery.tls_fallback", host=target.host, address=target.address, error=exc)
+                return await self._open(target, starttls=False)
+            raise SessionError(_tls_failure(target, exc)) from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            smtp.close()
+            # A wrong relay password is the operator's to fix: wait, do not bounce.
+            text = f"authentication as {target.username} refused: {exc.code} {exc.message}"
+            raise SessionError(Outcome.local("deferred", "4.7.8", text, target.host)) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            smtp.close()
+            raise SessionError(_session_failure(target, exc)) from None
+        return Connection(target, smtp, tls)
+
+    def _wants_starttls(self, target: Target, smtp: aiosmtplib.SMTP, allowed: bool) -> bool:
+        if target.tls == "verify":
+            if not smtp.supports_extension("starttls"):
+                text = f"{target.host} does not offer STARTTLS, which is required"
+                raise SessionError(Outcome.local("deferred", "4.7.5", text, target.host))
+            return True
+        return target.tls == "may" and allowed and smtp.supports_extension("starttls")
+
+    async def _starttls(self, smtp: aiosmtplib.SMTP, target: Target) -> None:
+        context = self.verified if target.tls == "verify" else self.opportunistic
+        try:
+            await smtp.starttls(server_hostname=target.host, tls_context=context)
+        except aiosmtplib.SMTPResponseException as exc:
+            # The server offered STARTTLS but refused it: treat as a failed handshake.
+            raise ssl.SSLError(f"STARTTLS refused: {exc.code} {exc.message}") from None
+        await _hello(smtp)
+
+
+async def _hello(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        await smtp.ehlo()
+    except aiosmtplib.SMTPHeloError as exc:
+        if exc.code < 500:
+            raise
+        await smtp.helo()  # a server from before ESMTP
+
+
+async def _quit(conn: Connection) -> None:
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+        await asyncio.wait_for(conn.smtp.quit(), 5)
+    conn.close()
+
+
+def _read_secret(path: str | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise SessionError(
+            Outcome.local("deferred", "4.3.5", f"cannot read relay password file: {exc.strerror}")
+        ) from None
+
+
+def _tls_failure(target: Target, exc: Exception) -> Outcome:
+    text = f"TLS with {target.host} [{target.address}] failed: {exc}"
+    return Outcome.local("deferred", "4.7.5", text, target.host)
+
+
+def _session_failure(target: Target, exc: Exception) -> Outcome:
+    where = f"{target.host} [{target.address}]:{target.port}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        # A 5xx greeting or EHLO refusal is this server's, not the domain's answer:
+        # skip to the next server, as Postfix's smtp_skip_5xx_greeting does.
+        text = f"{where} said: {exc.code} {' '.join(exc.message.split())}"
+        return Outcome.local("deferred", "4.4.2", text, target.host)
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return Outcome.local("deferred", "4.4.2", f"{where}: timed out", target.host)
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return Outcome.local("deferred", "4.4.1", f"connect to {where} failed: {reason}", target.host)
+
+
+# ---------------------------------------------------------------- transactions
+
+
+async def transact(
+    conn: Connection, sender: str, recipients: Sequence[str], message: bytes
+) -> dict[str, Outcome]:
+    """MAIL, RCPT for each, DATA: the outcome per recipient. SessionError when the
+    session broke or a 4xx/421 answered MAIL or DATA (the next server may do better)."""
+    smtp, host = conn.smtp, conn.target.host
+    options, encoding = _mail_options(smtp, host, sender, recipients, message)
+    if isinstance(options, Outcome):
+        return dict.fromkeys(recipients, options)
+    try:
+        await smtp.mail(sender, options=options, encoding=encoding)
+    except aiosmtplib.SMTPSenderRefused as exc:
+        return _refused(exc.code, exc.message, host, recipients, stale=False)
+    except (aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+        # Nothing was accepted yet, so a fresh connection may safely try again.
+        raise SessionError(_session_failure(conn.target, exc), stale=True) from None
+    try:
+        return await _recipients_and_data(smtp, host, recipients, message, encoding)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+        # Lost mid-transaction: nobody is known to have the message; all wait.
+        raise SessionError(_session_failure(conn.target, exc)) from None
+
+
+async def _recipients_and_data(smtp, host, recipients, message, encoding) -> dict[str, Outcome]:
+    outcomes: dict[str, Outcome] = {}
+    accepted: list[str] = []
+    for rcpt in recipients:
+        try:
+            await smtp.rcpt(rcpt, encoding=encoding)
+            accepted.append(rcpt)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            outcomes[rcpt] = Outcome.reply(exc.code, exc.message, host)
+            if exc.code == 421:
+                raise SessionError(outcomes[rcpt]) from None
+    if not accepted:
+        await smtp.rset()
+        return outcomes
+    try:
+        response = await smtp.data(message)
+    except aiosmtplib.SMTPDataError as exc:
+        return outcomes | _refused(exc.code, exc.message, host, accepted, stale=False)
+    outcomes.update(dict.fromkeys(accepted, Outcome.reply(response.code, response.message, host)))
+    return outcomes
+
+
+def _refused(code, message, host, recipients, *, stale: bool) -> dict[str, Outcome]:
+    outcome = Outcome.reply(code, message, host)
+    if outcome.state == "deferred":
+        raise SessionError(outcome, stale=stale)
+    return dict.fromkeys(recipients, outcome)
+
+
+def _mail_options(smtp, host, sender, recipients, message) -> tuple[list[str] | Outcome, str]:
+    """MAIL FROM parameters, or the Outcome that makes sending pointless."""
+    options: list[str] = []
+    if smtp.supports_extension("size"):
+        limit = smtp.esmtp_extensions.get("size", "")
+        if limit.isdigit() and 0 < int(limit) < len(message):
+            text = f"message of {len(message)} bytes exceeds the server's limit of {limit}"
+            return Outcome.local("failed", "5.3.4", text, host), "ascii"
+        options.append(f"SIZE={len(message)}")
+    if smtp.supports_extension("8bitmime") and any(b > 0x7F for b in message):
+        options.append("BODY=8BITMIME")
+    if not all(a.isascii() for a in (sender, *recipients)):
+        if not smtp.supports_extension("smtputf8"):
+            text = "the server does not accept internationalised addresses (SMTPUTF8)"
+            return Outcome.local("failed", "5.6.7", text, host), "utf-8"
+        options.append("SMTPUTF8")
+        return options, "utf-8"
+    return options, "ascii"
+
+
+async def deliver(
+    pool: Pool,
+    targets: Sequence[Target],
+    sender: str,
+    recipients: Sequence[str],
+    message: bytes,
+) -> dict[str, Outcome]:
+    """Try `targets` in order until every recipient has a final answer."""
+    final: dict[str, Outcome] = {}
+    last: Outcome = Outcome.local("deferred", "4.4.1", "no server to try")
+    remaining = list(recipients)
+    for target in targets:
+        try:
+            outcomes = await _attempt(pool, target, sender, remaining, message)
+        except SessionError as exc:
+            last = exc.outcome
+            continue
+        for rcpt, outcome in outcomes.items():
+            if outcome.state == "deferred":
+                last = outcome
+            else:
+                final[rcpt] = outcome
+        remaining = [r for r in remaining if r not in final]
+        if not remaining:
+            break
+    return final | dict.fromkeys(remaining, last)
+
+
+async def _attempt(pool, target, sender, recipients, message) -> dict[str, Outcome]:
+    conn, reused = await pool.acquire(target)
+    try:
+        outcomes = await transact(conn, sender, recipients, message)
+    except SessionError as exc:
+        conn.close()
+        if not (exc.stale and reused):
+            raise
+        # The server closed the cached connection while it sat idle: open a new one.
+        conn, _ = await pool.acquire(target, fresh=True)
+        try:
+            outcomes = await transact(conn, sender, recipients, message)
+        except SessionError:
+            conn.close()
+            raise
+    except BaseException:
+        conn.close()  # cancelled or a bug: never put a connection in an unknown state back
+        raise
+    pool.release(conn, reusable=True)
+    return outcomes
