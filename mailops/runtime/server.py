@@ -29,6 +29,7 @@ from mailops.runtime.queue import Queue
 from mailops.runtime.smtp.handlers import MX, Submission
 from mailops.runtime.smtp.session import Session
 from mailops.runtime.store import Store
+from mailops.runtime.store.maildir import sweep_stale_tmp
 
 DRAIN_SECONDS = 30.0
 SMTP_SERVICES = {"smtp": MX, "submission": Submission, "submissions": Submission}
@@ -181,6 +182,9 @@ async def serve(config_path: Path) -> None:
     capture_library_logs()
     runtime = Runtime(config_path)
     runtime.queue.recover()
+    swept = await asyncio.to_thread(sweep_stale_tmp, runtime.config.data_dir)
+    if swept:
+        log("maildir.tmp_swept", files=swept)
     await runtime.start()
     drop_privileges(runtime.config.user)
     pid_file = runtime.config.pid_file

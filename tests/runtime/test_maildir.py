@@ -257,3 +257,25 @@ def test_mailbox_path_of_a_normal_address(tmp_path: Path) -> None:
         tmp_path / "mail" / "例え.jp" / "jörg.o'neil+x"
     )
     assert mailbox_path(tmp_path, "example.org", "u" * 255).name == "u" * 255
+
+
+def test_sweep_removes_only_stale_tmp_files(tmp_path):
+    import os
+
+    from mailops.runtime.store.maildir import STALE_TMP_SECONDS, sweep_stale_tmp
+
+    now = 2_000_000_000.0
+    box = tmp_path / "mail" / "example.org" / "alice"
+    for folder in ("tmp", "new", ".Sent/tmp", ".Sent/cur"):
+        (box / folder).mkdir(parents=True)
+    stale = [box / "tmp" / "old", box / ".Sent" / "tmp" / "old"]
+    fresh = box / "tmp" / "fresh"
+    kept = [box / "new" / "old-but-delivered", box / ".Sent" / "cur" / "old-too"]
+    for path in [*stale, fresh, *kept]:
+        path.write_bytes(b"x")
+    for path in [*stale, *kept]:
+        os.utime(path, (now - STALE_TMP_SECONDS - 60,) * 2)
+    os.utime(fresh, (now - 60,) * 2)
+    assert sweep_stale_tmp(tmp_path, now=now) == 2
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and all(p.exists() for p in kept)

@@ -13,6 +13,7 @@ quota be summed from directory listings alone, as Dovecot and Courier do.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -280,3 +281,35 @@ def _line_ending(message: bytes) -> str:
     if newline == -1 or message[:newline].endswith(b"\r"):
         return "\r\n"
     return "\n"
+
+
+STALE_TMP_SECONDS = 36 * 3600  # the Maildir convention for abandoned tmp/ files
+
+
+def sweep_stale_tmp(data_dir: Path, now: float | None = None) -> int:
+    """Remove files left in Maildir tmp/ folders by deliveries that never finished
+    (a crash before the link into new/). Such a file was never acknowledged, and
+    only files older than 36 hours are touched, as the Maildir convention says,
+    so a delivery in progress is never disturbed. Returns how many were removed."""
+    now = time.time() if now is None else now
+    removed = 0
+    for tmp in (data_dir / "mail").glob("*/*/tmp"):
+        removed += _sweep(tmp, now)
+    for tmp in (data_dir / "mail").glob("*/*/.*/tmp"):
+        removed += _sweep(tmp, now)
+    return removed
+
+
+def _sweep(tmp: Path, now: float) -> int:
+    removed = 0
+    with contextlib.suppress(OSError), os.scandir(tmp) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and (
+                    now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_SECONDS
+                ):
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+    return removed
