@@ -119,6 +119,7 @@ def test_relaying_refused_on_port_25(server):
 def test_starttls_offered_on_25_and_mail_flows_over_it(server):
     with mx(server) as client:
         assert client.has_extn("starttls")
+        assert client.has_extn("pipelining")
         assert not client.has_extn("auth")
         client.starttls(context=server.client_context())
         client.ehlo("client.example")

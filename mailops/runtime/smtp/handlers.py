@@ -68,6 +68,13 @@ class Acceptor:
 
     # ------------------------------------------------------------ aiosmtpd hooks
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        """Advertise PIPELINING (RFC 2920): aiosmtpd reads and answers commands
+        strictly in order, so a client may send MAIL, RCPT and DATA at once and
+        save two round trips per message. DATA still ends only at CRLF.CRLF."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if address == "<>":
             address = ""  # the null sender of bounces, as aiosmtpd passes it through
