@@ -101,7 +101,8 @@ def test_unknown_command_is_a_usage_error():
     assert "Traceback" not in result.stderr
 
 
-def test_hash_password_prompts_twice_without_echo():
+def hash_password_on_a_terminal(first: str, second: str):
+    """Run `mailops hash-password` on a pty, answer both prompts; (exit status, output)."""
     import pexpect
 
     child = pexpect.spawn(
@@ -112,34 +113,25 @@ def test_hash_password_prompts_twice_without_echo():
         env={**os.environ, "NO_COLOR": "1"},
     )
     child.expect("Password: ")
-    child.sendline("typed secret")
+    child.sendline(first)
     child.expect("Again: ")
-    child.sendline("typed secret")
+    child.sendline(second)
     child.expect(pexpect.EOF)
     output = child.before
     child.close()
-    assert child.exitstatus == 0
+    return child.exitstatus, output
+
+
+def test_hash_password_prompts_twice_without_echo():
+    status, output = hash_password_on_a_terminal("typed secret", "typed secret")
+    assert status == 0
     assert "typed secret" not in output  # no echo
     stored = output.strip().splitlines()[-1]
     assert verify_password(stored, "typed secret")
 
 
 def test_hash_password_mismatch_hashes_nothing():
-    import pexpect
-
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "mailops", "hash-password"],
-        encoding="utf-8",
-        timeout=30,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    child.expect("Password: ")
-    child.sendline("one")
-    child.expect("Again: ")
-    child.sendline("two")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 1
-    assert "the two passwords differ; nothing was hashed" in child.before
-    assert "{ARGON2ID}" not in child.before
+    status, output = hash_password_on_a_terminal("one", "two")
+    assert status == 1
+    assert "the two passwords differ; nothing was hashed" in output
+    assert "{ARGON2ID}" not in output
