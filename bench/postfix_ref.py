@@ -26,39 +26,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-POSTFIX = "/usr/sbin/postfix"
-POSTCONF = "/usr/sbin/postconf"
-POSTMAP = "/usr/sbin/postmap"
+# The private-instance pieces are shared with the Postfix peer of the delivery tests.
+from tests.integration.postfix import (
+    MAILBOX_OWNER,
+    MASTER_CF,
+    POSTCONF,
+    POSTFIX,
+    POSTMAP,
+    PostfixUnavailable,
+    _run,
+)
+
 RECIPIENT = "bob@example.test"
-MAILBOX_OWNER = "nobody"  # unprivileged owner of the Maildir base: virtual(8) runs as it
-
-# Only the services an SMTP-in, virtual-delivery setup uses, none chrooted. The
-# columns are: service type private unpriv chroot wakeup maxproc command.
-MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60    1 pickup
-cleanup   unix  n - n -     0 cleanup
-qmgr      unix  n - n 300   1 qmgr
-rewrite   unix  - - n -     - trivial-rewrite
-bounce    unix  - - n -     0 bounce
-defer     unix  - - n -     0 bounce
-trace     unix  - - n -     0 bounce
-verify    unix  - - n -     1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -     - proxymap
-showq     unix  n - n -     - showq
-error     unix  - - n -     - error
-retry     unix  - - n -     - error
-discard   unix  - - n -     - discard
-virtual   unix  - n n -     - virtual
-anvil     unix  - - n -     1 anvil
-scache    unix  - - n -     1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
-
-
-class PostfixUnavailable(Exception):
-    """Postfix is not installed, or this instance could not be set up or started."""
 
 
 @dataclass
@@ -137,7 +116,7 @@ def _configure(ref: PostfixRef) -> None:
     mail_base.mkdir()
     os.chown(mail_base, owner.pw_uid, owner.pw_gid)
     (ref.config_dir / "main.cf").write_text("")
-    (ref.config_dir / "master.cf").write_text(MASTER_CF.format(port=ref.port))
+    (ref.config_dir / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{ref.port}"))
     vmailbox = ref.config_dir / "vmailbox"
     vmailbox.write_text(f"{RECIPIENT} example.test/bob/\n")  # trailing slash: Maildir
     settings = {
@@ -179,13 +158,6 @@ def _configure(ref: PostfixRef) -> None:
     # The queue's subdirectories and data_directory are left to `postfix start`: its check
     # creates what is missing with the owners and modes Postfix expects. Not `postfix
     # set-permissions`: it also resets the system's /etc/postfix and /usr/sbin files.
-
-
-def _run(*argv: str) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()
-        raise PostfixUnavailable(f"{' '.join(argv[:4])} failed: {output}")
 
 
 def _wait_for_port(ref: PostfixRef, timeout: float = 20) -> None:

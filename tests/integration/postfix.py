@@ -35,7 +35,7 @@ MAILBOX_OWNER = "nobody"
 
 # service type private unpriv chroot wakeup maxproc command
 MASTER_CF = """\
-{address}:25 inet n - n - - smtpd
+{listen} inet n - n - - smtpd
 pickup    unix  n - n 60    1 pickup
 cleanup   unix  n - n -     0 cleanup
 qmgr      unix  n - n 300   1 qmgr
@@ -127,7 +127,7 @@ def _configure(peer: PostfixPeer, forward: dict[str, str]) -> None:
     os.chown(root / "mail", owner.pw_uid, owner.pw_gid)
     etc = peer.config_dir
     (etc / "main.cf").write_text("")
-    (etc / "master.cf").write_text(MASTER_CF.format(address=POSTFIX_ADDRESS))
+    (etc / "master.cf").write_text(MASTER_CF.format(listen=f"{POSTFIX_ADDRESS}:25"))
     (etc / "vmailbox").write_text(f"pat@{DOMAIN} {DOMAIN}/pat/\n")  # trailing /: Maildir
     (etc / "transport").write_text(
         "".join(f"{domain} smtp:[{address}]:25\n" for domain, address in forward.items())
