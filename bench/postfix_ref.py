@@ -35,6 +35,7 @@ from tests.integration.postfix import (
     POSTMAP,
     PostfixUnavailable,
     _run,
+    unavailable,
 )
 
 RECIPIENT = "bob@example.test"
@@ -67,25 +68,10 @@ class PostfixRef:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def available() -> str | None:
-    """None if a private Postfix can be tried here; otherwise why not."""
-    for tool in (POSTFIX, POSTCONF, POSTMAP):
-        if not os.access(tool, os.X_OK):
-            return f"{tool} not installed"
-    if os.geteuid() != 0:
-        return "a Postfix instance must be started as root"
-    try:
-        pwd.getpwnam("postfix")
-        pwd.getpwnam(MAILBOX_OWNER)
-    except KeyError as exc:
-        return f"user {exc} missing"
-    return None
-
-
 @contextlib.contextmanager
 def postfix_instance(root: Path, port: int) -> Iterator[PostfixRef]:
     """Configure and start a private Postfix under `root` (a fresh directory); always stop it."""
-    problem = available()
+    problem = unavailable()
     if problem:
         raise PostfixUnavailable(problem)
     ref = PostfixRef(root, port)
