@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Real parts the integration tests start: an authoritative DNS server (NSD),
 # named-checkzone (bind9-utils), and mail clients as later issues need them.
-apt_packages=(bind9-utils nsd postfix swaks fetchmail getmail6 dovecot-pop3d)  # dovecot: bench/pop3.py's reference
+apt_packages=(bind9-utils nsd postfix swaks fetchmail getmail6 isync offlineimap3 openssh-server
+              dovecot-pop3d dovecot-imapd)  # dovecot: the benches' reference
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
