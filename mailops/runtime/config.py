@@ -117,6 +117,9 @@ class RuntimeConfig(_Strict):
     pop3_idle_timeout: Annotated[float, Field(gt=0)] = 600.0
     """Seconds a POP3 session may stay silent (RFC 1939 asks for at least 10 minutes;
     shorter values are for tests)."""
+    imap_idle_timeout: Annotated[float, Field(gt=0)] = 1800.0
+    """Seconds an IMAP session may stay silent outside IDLE (RFC 3501 §5.4: at least
+    30 minutes; shorter values are for tests)."""
 
     @field_validator("domains")
     @classmethod

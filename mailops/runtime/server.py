@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import pwd
 import signal
 import ssl
+import sys
+import time
 from pathlib import Path
 
 from mailops.errors import MailopsError
@@ -23,6 +27,7 @@ from mailops.runtime.config import IMPLICIT_TLS, Listener, RuntimeConfig, load_c
 from mailops.runtime.delivery.service import Delivery
 from mailops.runtime.directory import Directory, load_directory
 from mailops.runtime.durable import GroupCommit
+from mailops.runtime.imap import IMAP_SERVICES, ImapService
 from mailops.runtime.log import capture_library_logs, log
 from mailops.runtime.pop3 import POP3_SERVICES, Pop3Service
 from mailops.runtime.queue import Queue
@@ -61,6 +66,7 @@ class Runtime:
         self.store = Store(self.config.data_dir, self.config.hostname)
         self.maildir = self.store.delivery
         self.pop3 = Pop3Service(self)
+        self.imap = ImapService(self)
         self.queue = Queue(self.config.data_dir)
         self.delivery = Delivery(self)
         self.servers: list[asyncio.AbstractServer] = []
@@ -72,6 +78,8 @@ class Runtime:
     def _factory(self, listener: Listener):
         if listener.service in POP3_SERVICES:
             return self.pop3.protocol_factory(implicit_tls=listener.service in IMPLICIT_TLS)
+        if listener.service in IMAP_SERVICES:
+            return self.imap.protocol_factory(implicit_tls=listener.service in IMPLICIT_TLS)
         handler = SMTP_SERVICES[listener.service](self)
         implicit = listener.service in IMPLICIT_TLS
         submission = listener.service != "smtp"
@@ -100,9 +108,6 @@ class Runtime:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
-            if listener.service not in SMTP_SERVICES and listener.service not in POP3_SERVICES:
-                log("listener.skipped", service=listener.service, reason="not available yet")
-                continue
             ssl_ctx = self.tls if listener.service in IMPLICIT_TLS else None
             try:
                 server = await loop.create_server(
@@ -130,6 +135,7 @@ class Runtime:
             tls = tls_context(config)
         except MailopsError as exc:
             log("reload.refused", reason=exc)
+            write_status(self, refused=str(exc))
             return
         if [x.model_dump() for x in config.listeners] != [
             x.model_dump() for x in self.config.listeners
@@ -143,6 +149,7 @@ class Runtime:
         self.config, self.directory, self.tls = config, directory, tls
         self.delivery.reloaded()
         log("reload.done", users=len(directory.accounts), aliases=len(directory.aliases))
+        write_status(self)
 
     async def drain(self) -> None:
         for server in self.servers:
@@ -158,6 +165,7 @@ class Runtime:
         remaining = deadline - asyncio.get_running_loop().time()
         await self.delivery.stop(max(remaining, 1.0))
         await self.pop3.drain(max(deadline - asyncio.get_running_loop().time(), 1.0))
+        await self.imap.drain(max(deadline - asyncio.get_running_loop().time(), 1.0))
         await self.committer.close()
 
     def _busy(self) -> bool:
@@ -176,6 +184,57 @@ def drop_privileges(user: str | None) -> None:
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
     log("privileges.dropped", user=user)
+
+
+# ---------------------------------------------------------------- status for `mailops apply`
+
+STATUS_NAME = "runtime-status.json"
+
+
+def write_status(runtime: Runtime, refused: str | None = None) -> None:
+    """Say what this process serves, in <data_dir>/runtime-status.json: its pid,
+    when, the Python prefix it runs from, the sha256 of every config file it
+    loaded and the addresses it listens on. Written at start and after each
+    reload (a refused reload only adds why); `mailops apply` verifies a change
+    by waiting for it (deploy/agent/verify.py)."""
+    config = runtime.config
+    target = config.data_dir / STATUS_NAME
+    if refused is not None:
+        try:
+            status = json.loads(target.read_text())
+        except (OSError, ValueError):
+            status = {}
+        status.update(refused=refused, refused_at=time.time())
+    else:
+        status = {
+            "pid": os.getpid(),
+            "at": time.time(),
+            "prefix": sys.prefix,
+            "files": _loaded_digests(runtime),
+            "listening": sorted(
+                {tuple(s.getsockname()[:2]) for server in runtime.servers for s in server.sockets}
+            ),
+        }
+    try:
+        tmp = target.with_name(f".{STATUS_NAME}.{os.getpid()}")
+        tmp.write_text(json.dumps(status, indent=1) + "\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        log("status.unwritable", path=target, error=exc.strerror)
+
+
+def _loaded_digests(runtime: Runtime) -> dict[str, str]:
+    config = runtime.config
+    paths = [runtime.config_path, config.passwd_file, config.aliases_file]
+    paths += [config.tls.cert, config.tls.key] if config.tls else []
+    paths += [d.dkim_key for d in config.domains.values() if d.dkim_key]
+    paths += [r.password_file for r in config.relays.values() if r.password_file]
+    digests = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            resolved = Path(path).resolve()
+            digests[str(resolved)] = hashlib.sha256(resolved.read_bytes()).hexdigest()
+    return digests
 
 
 async def serve(config_path: Path) -> None:
@@ -198,6 +257,7 @@ async def serve(config_path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stopping.set)
     log("started", hostname=runtime.config.hostname, pid=os.getpid())
+    write_status(runtime)
     await runtime.stopping.wait()
     log("stopping", sessions=len(runtime.sessions))
     await runtime.drain()

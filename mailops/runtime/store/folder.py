@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailops.runtime.durable import fsync_dir
-from mailops.runtime.store import files
+from mailops.runtime.store import files, mime
 from mailops.runtime.store import flags as flagmod
 from mailops.runtime.store.index import FolderRow, Index, Message, Stored
 
@@ -74,6 +74,13 @@ class FolderState:
     def file_path(self, uid: int) -> Path:
         try:
             return self.path / self.files[uid]
+        except KeyError:
+            raise MessageGone(uid) from None
+
+    def file_name(self, uid: int) -> str:
+        """`file_path` as a str, joined without pathlib: it runs for every message read."""
+        try:
+            return f"{self.path}{os.sep}{self.files[uid]}"
         except KeyError:
             raise MessageGone(uid) from None
 
@@ -306,7 +313,9 @@ class FolderState:
 
     def cached(self, uids: list[int]) -> dict[int, bytes]:
         """Parsed header/envelope/structure of messages; parsed and stored when missing."""
-        found = self.index.cached(self.row.id, uids)
+        # Blobs in an older format than mime's current one are parsed again.
+        stored = self.index.cached(self.row.id, uids)
+        found = {uid: blob for uid, blob in stored.items() if mime.is_current(blob)}
         missing = [uid for uid in uids if uid not in found and uid in self.messages]
         if missing and self._parser is not None:
             fresh: list[tuple[int, bytes]] = []

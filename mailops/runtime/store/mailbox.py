@@ -650,7 +650,7 @@ class FolderView:
             for attempt in range(2):
                 try:
                     # Unbuffered: callers read big chunks, a buffer only adds copies.
-                    return open(self._state.file_path(uid), "rb", buffering=0)
+                    return open(self._state.file_name(uid), "rb", buffering=0)
                 except FileNotFoundError:
                     if attempt == 0:
                         # Its flags were changed by another program: rescan, try its new name.
@@ -661,10 +661,21 @@ class FolderView:
         with self.open(uid) as handle:
             return handle.read()
 
+    def expunged_since(self, modseq: int) -> list[int]:
+        """UIDs expunged from this folder after `modseq`, ascending (QRESYNC's VANISHED)."""
+        with self.mailbox.lock:
+            return self.mailbox.index.expunged_since(self._state.row.id, modseq)
+
     def cached(self, uids: Iterable[int]) -> dict[int, bytes]:
         """The cached parse (header, envelope, body structure) of messages; see `mime`."""
         with self.mailbox.lock:
             return self._state.cached(list(uids))
+
+    def present(self) -> set[int]:
+        """The UIDs in the folder now. The snapshot may still number messages that
+        another session expunged; their content is gone (SEARCH, the text index)."""
+        with self.mailbox.lock:
+            return set(self._state.messages)
 
     # ------------------------------------------------------------- changing
 
