@@ -12,7 +12,12 @@ MTA stores them), then:
    median of `--runs` warm sessions;
 3. the same against a private Dovecot (its own config in a temp dir, never the
    system's) on a copy of the same Maildir, when `dovecot` is installed, and the
-   ratio mailops / Dovecot (goal ≤ 1.0).
+   ratio mailops / Dovecot (goal ≤ 1.0). Both servers run at once and take turns,
+   session by session, so a change in the machine's load hits both alike; the spread
+   of the per-round ratios shows how noisy the run was; a last RETR of everything on
+   both servers at once, in blocks that take turns, gives the steadiest ratio. The
+   server CPU columns (user + system seconds, from /proc: the whole session, and the
+   RETRs alone) are steadier than wall time on a busy machine.
 
 Both servers run as separate processes on loopback without TLS; the client is the
 same poplib loop, so the figures compare servers, not clients. Messages are checked
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mailops.passwords import hash_password
@@ -239,8 +245,11 @@ def stop(proc: subprocess.Popen) -> None:
 # -------------------------------------------------------------------- client
 
 
-def session(port: int, expected: dict[int, int]) -> dict[str, float]:
-    """One POP3 session: seconds per phase. Checks counts, sizes and some contents."""
+def session(
+    port: int, expected: dict[int, int], cpu: Callable[[], float] = lambda: 0.0
+) -> dict[str, float]:
+    """One POP3 session: seconds per phase, and the server's CPU seconds (`cpu` reads
+    its counter) during the RETRs. Checks counts, sizes and some contents."""
     times: dict[str, float] = {}
     started = time.perf_counter()
     client = poplib.POP3("127.0.0.1", port, timeout=60)
@@ -264,6 +273,7 @@ def session(port: int, expected: dict[int, int]) -> dict[str, float]:
     times["uidl"] = time.perf_counter() - mark
     assert len(set(uids)) == count
 
+    cpu_before = cpu()
     mark = time.perf_counter()
     for number in range(1, count + 1):
         lines = client.retr(number)[1]
@@ -271,20 +281,123 @@ def session(port: int, expected: dict[int, int]) -> dict[str, float]:
             data = b"\r\n".join(lines) + b"\r\n"
             assert len(data) == sizes[number - 1]
     times["retr"] = time.perf_counter() - mark
+    times["retr_cpu"] = cpu() - cpu_before
     client.quit()
     return times
 
 
-def measure(port: int, expected: dict[int, int], runs: int) -> tuple[dict, dict]:
-    first = session(port, expected)
-    warm = [session(port, expected) for _ in range(runs)]
-    median = {phase: statistics.median(run[phase] for run in warm) for phase in PHASES}
-    return first, median
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a server and its processes, exited
+    ones included (Dovecot forks a process per login and per session)."""
+    ticks = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile: its parent counts it once it is reaped
+        ticks += sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
+        pending += [int(child) for child in children]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """A running server under test: its name, process and port."""
+
+    def __init__(self, name: str, proc: subprocess.Popen, port: int) -> None:
+        self.name, self.proc, self.port = name, proc, port
+        self.first: dict[str, float] = {}
+        self.warm: list[dict[str, float]] = []
+
+    def session(self, expected: dict[int, int]) -> dict[str, float]:
+        before = server_cpu(self.proc.pid)
+        times = session(self.port, expected, lambda: server_cpu(self.proc.pid))
+        times["cpu"] = server_cpu(self.proc.pid) - before
+        return times
+
+    def median(self) -> dict[str, float]:
+        return {key: statistics.median(run[key] for run in self.warm) for key in self.warm[0]}
+
+
+def measure(servers: list[Server], expected: dict[int, int], runs: int) -> None:
+    """A first session on each, then `runs` rounds of one warm session on each, the
+    servers taking turns (the order alternates), so that both see the same machine:
+    on a shared machine the load changes from minute to minute."""
+    for server in servers:
+        server.first = server.session(expected)
+    for round_ in range(runs):
+        for server in servers if round_ % 2 == 0 else servers[::-1]:
+            server.warm.append(server.session(expected))
+
+
+def paired_retr(servers: list[Server], expected: dict[int, int], block: int = 100) -> None:
+    """RETR of every message on all servers at once, in blocks that take turns: both
+    see the same moment of the machine, so their ratio is the steadiest figure here."""
+    clients = []
+    for server in servers:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=60)
+        client.user(f"{USER}@{DOMAIN}")
+        client.pass_(PASSWORD)
+        clients.append(client)
+    seconds = [0.0] * len(servers)
+    blocks: list[list[float]] = [[] for _ in servers]
+    for round_, first in enumerate(range(1, len(expected) + 1, block)):
+        numbers = range(first, min(first + block, len(expected) + 1))
+        order = range(len(servers)) if round_ % 2 == 0 else reversed(range(len(servers)))
+        for i in order:
+            mark = time.perf_counter()
+            for number in numbers:
+                clients[i].retr(number)
+            blocks[i].append(time.perf_counter() - mark)
+            seconds[i] += blocks[i][-1]
+    for client in clients:
+        client.quit()
+    per_message = [
+        f"{server.name} {seconds[i] / len(expected) * 1e6:.0f} µs"
+        for i, server in enumerate(servers)
+    ]
+    print(f"\npaired RETR (blocks of {block}, taking turns): {', '.join(per_message)} a message")
+    if len(servers) > 1:
+        per_block = statistics.quantiles([m / d for m, d in zip(*blocks, strict=True)], n=4)
+        print(
+            f"paired RETR ratio {seconds[0] / seconds[1]:.2f}x; per block: median "
+            f"{per_block[1]:.2f}x, quartiles {per_block[0]:.2f}–{per_block[2]:.2f}x"
+        )
 
 
 def row(label: str, times: dict[str, float]) -> str:
     cells = " ".join(f"{times[p]:>8.3f}" for p in PHASES)
-    return f"{label:<22} {cells} {sum(times.values()):>8.3f}"
+    total = sum(times[p] for p in PHASES)
+    return f"{label:<22} {cells} {total:>8.3f} {times['cpu']:>8.3f} {times['retr_cpu']:>8.3f}"
+
+
+def ratios(ours: Server, theirs: Server) -> None:
+    """Ratios of the medians, and the spread of the per-round ratios (the noise)."""
+    mine, other = ours.median(), theirs.median()
+
+    def ratio(key: str) -> str:
+        return f"{mine[key] / other[key]:.2f}x"
+
+    total = sum(mine[p] for p in PHASES) / sum(other[p] for p in PHASES)
+    print(
+        f"\nratio mailops/dovecot (medians): warm total {total:.2f}x, RETR {ratio('retr')}, "
+        f"login {ratio('login')} (goal <= 1.0); server CPU {ratio('cpu')}, "
+        f"in the RETRs {ratio('retr_cpu')}"
+    )
+    per_round = [
+        (sum(m[p] for p in PHASES) / sum(d[p] for p in PHASES), m["retr"] / d["retr"])
+        for m, d in zip(ours.warm, theirs.warm, strict=True)
+    ]
+    totals = sorted(t for t, _ in per_round)
+    retrs = sorted(r for _, r in per_round)
+    print(
+        f"per-round ratios: warm total {totals[0]:.2f}–{totals[-1]:.2f}x, "
+        f"RETR {retrs[0]:.2f}–{retrs[-1]:.2f}x over {len(per_round)} rounds"
+    )
+    first = sum(ours.first[p] for p in PHASES) / sum(theirs.first[p] for p in PHASES)
+    print(f"first session {first:.2f}x")
 
 
 def main() -> None:
@@ -328,35 +441,27 @@ def main() -> None:
 
         print(
             f"\n{'':<22} {'login':>8} {'stat':>8} {'list':>8} {'uidl':>8} {'retr':>8} "
-            f"{'total':>8}   (seconds; poplib client)"
+            f"{'total':>8} {'srv CPU':>8} {'RETR CPU':>8}   (seconds; poplib client)"
         )
-        proc, port = start_mailops(work, ours)
-        procs.append(proc)
-        m_first, m_warm = measure(port, expected, args.runs)
-        stop(proc)
-        print(row("mailops first session", m_first))
-        print(row("mailops warm (median)", m_warm))
-
+        servers = [Server("mailops", *start_mailops(work, ours))]
+        procs.append(servers[0].proc)
         if args.no_dovecot or not Path(DOVECOT).exists():
-            print("\nDovecot not installed (apt-get install dovecot-pop3d): no comparison")
-            return
-        proc, port = start_dovecot(work, theirs)
-        procs.append(proc)
+            print("(Dovecot not installed: apt-get install dovecot-pop3d; no comparison)")
+        else:
+            servers.append(Server("dovecot", *start_dovecot(work, theirs)))
+            procs.append(servers[1].proc)
         try:
-            d_first, d_warm = measure(port, expected, args.runs)
+            measure(servers, expected, args.runs)
         except poplib.error_proto:
-            print((work / "dovecot" / "dovecot.log").read_text(errors="replace")[-3000:])
+            if len(servers) > 1:
+                print((work / "dovecot" / "dovecot.log").read_text(errors="replace")[-3000:])
             raise
-        stop(proc)
-        print(row("dovecot first session", d_first))
-        print(row("dovecot warm (median)", d_warm))
-        ratio = sum(m_warm.values()) / sum(d_warm.values())
-        retr = m_warm["retr"] / d_warm["retr"]
-        first_ratio = sum(m_first.values()) / sum(d_first.values())
-        print(
-            f"\nratio mailops/dovecot: warm total {ratio:.2f}x, RETR {retr:.2f}x, "
-            f"first session {first_ratio:.2f}x (goal <= 1.0)"
-        )
+        for server in servers:
+            print(row(f"{server.name} first session", server.first))
+            print(row(f"{server.name} warm (median)", server.median()))
+        if len(servers) > 1:
+            ratios(*servers)
+        paired_retr(servers, expected)
     finally:
         for proc in procs:
             stop(proc)

@@ -68,6 +68,17 @@ class Pop3Server:
         (box / "tmp" / name).rename(box / "new" / name)
         return name
 
+    def deliver_raw(self, data: bytes, user: str = "alice") -> str:
+        """Drop `data` into new/ exactly as given (no headers added): what a local tool
+        may leave, bare LFs, NULs, a first line starting with "." and all."""
+        box = self.maildir(user)
+        for sub in ("tmp", "new", "cur"):
+            (box / sub).mkdir(parents=True, exist_ok=True)
+        name = unique_name("mx.example.test", len(data))
+        (box / "tmp" / name).write_bytes(data)
+        (box / "tmp" / name).rename(box / "new" / name)
+        return name
+
     def files(self, user: str = "alice") -> list[Path]:
         box = self.maildir(user)
         return sorted(p for sub in ("new", "cur") for p in (box / sub).glob("*"))

@@ -100,6 +100,28 @@ def test_crlf_only_fast_path_gives_the_same_bytes() -> None:
     )
 
 
+@given(st.binary(max_size=400))
+@settings(max_examples=400)
+def test_multiline_gives_what_the_stuffer_gives(data: bytes) -> None:
+    """The whole-message fast path of RETR and TOP against the streaming one."""
+    assert wire.multiline(b"+OK\r\n", data) == b"+OK\r\n" + encode(data, 7)
+    crlf_clean = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert wire.multiline(b"", crlf_clean, crlf_only=True) == encode(crlf_clean, 5)
+
+
+def test_multiline_edge_cases() -> None:
+    def body(data: bytes, crlf_only: bool = False) -> bytes:
+        return wire.multiline(b"", data, crlf_only)
+
+    assert body(b"") == b".\r\n"
+    assert body(b".") == b"..\r\n.\r\n"
+    assert body(b"a\nb") == b"a\r\nb\r\n.\r\n"  # bare LF, no final newline
+    assert body(b"a\r") == b"a\r\r\n.\r\n"  # as many octets as pop3_size says
+    assert body(b"a\r\r\nb\n\r") == b"a\r\r\nb\r\n\r\r\n.\r\n"
+    assert body(b".a\r\n.\r\n", crlf_only=True) == b"..a\r\n..\r\n.\r\n"
+    assert body(b"\x00.\n.\x00\n") == b"\x00.\r\n..\x00\r\n.\r\n"
+
+
 def test_top_returns_header_and_n_lines() -> None:
     data = b"A: 1\r\nB: 2\r\n\r\nl1\r\nl2\r\nl3\r\n"
     assert wire.top_of(io.BytesIO(data), 0) == b"A: 1\r\nB: 2\r\n\r\n"
@@ -122,36 +144,46 @@ def test_uidl_is_the_base_name_or_a_hash_when_it_does_not_fit() -> None:
 # --------------------------------------------------------------- session fuzzing
 
 
-class FakeWriter:
-    def __init__(self) -> None:
+class FakeTransport(asyncio.Transport):
+    """Collects what the connection writes; closing reports the loss as asyncio does."""
+
+    def __init__(self, protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self.protocol = protocol
         self.data = bytearray()
         self.closed = False
-        self.transport = self
 
-    def write(self, data: bytes) -> None:
+    def write(self, data) -> None:
         self.data += data
 
-    async def drain(self) -> None:
-        await asyncio.sleep(0)
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str):
-        return ("127.0.0.1", 40000) if name == "peername" else None
-
     def close(self) -> None:
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
-    async def wait_closed(self) -> None:
-        return None
+    abort = close
 
     def is_closing(self) -> bool:
         return self.closed
 
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
 
 class FakeService:
     stopping = False
+
+    def __init__(self) -> None:
+        self.sessions: set = set()
 
     def config(self):
         class C:
@@ -179,19 +211,29 @@ class FakeService:
 @given(st.lists(st.binary(max_size=300), max_size=20))
 @settings(max_examples=150, deadline=None)
 def test_a_session_survives_any_input_and_ends(chunks: list[bytes]) -> None:
-    """Arbitrary bytes never raise out of the session and never hang it."""
-    from mailops.runtime.pop3.session import Pop3Session
+    """Arbitrary bytes, in arbitrary pieces, never raise out of the connection and
+    never hang it."""
+    from mailops.runtime.pop3.connection import Pop3Connection
 
     async def scenario() -> bytes:
-        reader = asyncio.StreamReader(limit=parse.MAX_LINE)
+        service = FakeService()
+        conn = Pop3Connection(service, implicit_tls=False)  # type: ignore[arg-type]
+        transport = FakeTransport(conn)
+        conn.connection_made(transport)
         for chunk in chunks:
-            reader.feed_data(chunk)
-        reader.feed_eof()
-        writer = FakeWriter()
-        session = Pop3Session(FakeService(), reader, writer, implicit_tls=False)  # type: ignore[arg-type]
-        await asyncio.wait_for(session.run(), 10)
-        assert writer.closed
-        return bytes(writer.data)
+            if transport.closed:
+                break
+            conn.get_buffer(len(chunk))[: len(chunk)] = chunk
+            conn.buffer_updated(len(chunk))
+            await asyncio.sleep(0)  # let a command that waits (AUTH) run
+        if not transport.closed:
+            conn.eof_received()
+        for _ in range(1000):
+            if not service.sessions:
+                break
+            await asyncio.sleep(0.01)
+        assert transport.closed and not service.sessions
+        return bytes(transport.data)
 
     out = asyncio.run(scenario())
     assert out.startswith(b"+OK")

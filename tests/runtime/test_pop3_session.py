@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import poplib
 import socket
 import ssl
 import time
+import weakref
 
 import pytest
 
+from mailops.runtime.pop3 import wire
 from mailops.runtime.store.index import INDEX_FILE
 from tests.runtime.pop3_harness import no_login_delay, pop3_server, wait_until
 
@@ -233,3 +236,258 @@ def test_tls_handshake_failure_is_survived(server):
         with contextlib.suppress(ConnectionError, TimeoutError, ssl.SSLError):
             sock.recv(100)
     login(server).quit()  # the server still serves
+
+
+# ------------------------------------------------------------------ exact bytes on the wire
+
+
+def on_the_wire(data: bytes) -> tuple[bytes, int]:
+    """RFC 1939 by the book, line by line, written apart from the server's code: what
+    RETR must send for a file holding `data`, and the size LIST must announce."""
+    *lines, last = data.split(b"\n")
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    if last:  # no final line break: the server adds one so the terminator starts a line
+        lines.append(last)
+    size = sum(len(line) + 2 for line in lines)
+    stuffed = b"".join((b"." if line.startswith(b".") else b"") + line + b"\r\n" for line in lines)
+    return stuffed + b".\r\n", size
+
+
+class WireClient:
+    """A raw POP3 client that returns responses exactly as they came."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), 10)
+        self.buffer = b""
+        assert self.line().startswith(b"+OK")
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise EOFError(self.buffer)
+        self.buffer += chunk
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            self._fill()
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def command(self, text: str) -> bytes:
+        self.sock.sendall(text.encode() + b"\r\n")
+        return self.line()
+
+    def multiline(self, text: str) -> tuple[bytes, bytes]:
+        """(status line, body up to and including the terminator line)."""
+        status = self.command(text)
+        assert status.startswith(b"+OK"), status
+        while True:
+            if self.buffer.startswith(b".\r\n"):
+                end = 3
+                break
+            found = self.buffer.find(b"\r\n.\r\n")
+            if found >= 0:
+                end = found + 5
+                break
+            self._fill()
+        body, self.buffer = self.buffer[:end], self.buffer[end:]
+        return status, body
+
+    def login(self) -> None:
+        assert self.command(f"USER {ALICE}").startswith(b"+OK")
+        assert self.command("PASS alice-pw").startswith(b"+OK")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+ODD_MESSAGES = [
+    b".first line starts with a dot\r\n..and this one with two\r\n.\r\nend\r\n",
+    b"Subject: bare LF\n\nbody\n.dot line\n",
+    b"Subject: mixed\r\n\r\ncrlf\nbare\r\n.dot\nlast",  # and no final line break
+    b"no trailing newline, last line a dot\r\n.",
+    b"NUL\x00bytes\r\n.\x00dot\r\n\x00\r\n\x00",
+    b"ends with a lone CR\r",
+    b"CR CRLF\r\r\nthen LF CR\n\r",
+    b"",
+    b".",
+    b"\n",
+    b"\n.\n",
+]
+
+
+def test_retr_sends_exact_bytes_for_odd_messages(server):
+    for data in ODD_MESSAGES:
+        server.deliver_raw(data)
+    client = WireClient(server.ports["pop3"])
+    client.login()
+    _, listing = client.multiline("LIST")
+    sizes = [int(line.split()[1]) for line in listing.split(b"\r\n")[:-2]]
+    for number, data in enumerate(ODD_MESSAGES, 1):
+        expected, size = on_the_wire(data)
+        status, body = client.multiline(f"RETR {number}")
+        assert (status, body) == (f"+OK {size} octets".encode(), expected), data
+        assert sizes[number - 1] == size
+    assert client.command("QUIT").startswith(b"+OK")
+    client.close()
+
+
+def test_top_on_odd_messages(server):
+    server.deliver_raw(b"A: 1\n\n.dot body\nline 2\n")
+    server.deliver_raw(b"A: 1\r\nB: 2\r\n\r\n.x\r\n\x00\r\nno end")
+    server.deliver_raw(b".header only, no blank line\nand no final newline")
+    client = WireClient(server.ports["pop3"])
+    client.login()
+    assert client.multiline("TOP 1 0")[1] == b"A: 1\r\n\r\n.\r\n"
+    assert client.multiline("TOP 1 1")[1] == b"A: 1\r\n\r\n..dot body\r\n.\r\n"
+    assert client.multiline("TOP 1 9")[1] == on_the_wire(b"A: 1\n\n.dot body\nline 2\n")[0]
+    assert client.multiline("TOP 2 2")[1] == b"A: 1\r\nB: 2\r\n\r\n..x\r\n\x00\r\n.\r\n"
+    assert client.multiline("TOP 2 3")[1] == b"A: 1\r\nB: 2\r\n\r\n..x\r\n\x00\r\nno end\r\n.\r\n"
+    whole = b"..header only, no blank line\r\nand no final newline\r\n.\r\n"
+    assert client.multiline("TOP 3 0")[1] == whole
+    client.command("QUIT")
+    client.close()
+
+
+def large_messages() -> list[bytes]:
+    """Messages over wire.CHUNK, which RETR streams chunk by chunk. Across the
+    shifts, the first chunk boundary falls between a line end and a line starting
+    with ".", and between the CR and the LF of a CRLF, in a CRLF-only message and in
+    one with bare LFs (whose line ends are converted); one has no final newline."""
+    line = b"y" * 62 + b"\r\n"
+    base = line * (wire.CHUNK // len(line) - 1)
+    messages = []
+    for shift in range(4):
+        head = base + b"z" * (len(line) - 3 + shift) + b"\r\n"  # CHUNK - 1 + shift long
+        messages.append(head + b".dot after the boundary\r\n" + base + b"tail\r\n")
+        messages.append(head + b".then bare LFs\n" + base + b"bare\nend")
+        messages.append(head + base + b".last line, no newline")
+    return messages
+
+
+def test_large_messages_stream_exactly(server):
+    messages = large_messages()
+    for data in messages:
+        server.deliver_raw(data)
+    client = WireClient(server.ports["pop3"])
+    client.login()
+    for number, data in enumerate(messages, 1):
+        expected, size = on_the_wire(data)
+        status, body = client.multiline(f"RETR {number}")
+        assert status == f"+OK {size} octets".encode()
+        assert body == expected, number
+    client.command("QUIT")
+    client.close()
+
+
+def test_pipelined_retrs_to_a_slow_reader(server):
+    """Far more than the write buffer holds, asked for at once and read late: the
+    server must stop taking commands while the client is behind, then go on."""
+    small = [b"Subject: %d\r\n\r\n" % n + (b"." + b"p" * 98 + b"\r\n") * 2000 for n in range(12)]
+    big = large_messages()[:2]
+    messages = small[:6] + big + small[6:]
+    for data in messages:
+        server.deliver_raw(data)
+    commands = [f"USER {ALICE}", "PASS alice-pw"]  # login runs as a task: the rest waits
+    commands += [f"RETR {n}" for n in range(1, len(messages) + 1)] + ["QUIT"]
+    with socket.create_connection(("127.0.0.1", server.ports["pop3"]), 10) as sock:
+        sock.sendall("".join(f"{c}\r\n" for c in commands).encode())
+        time.sleep(0.5)  # the server fills its buffers and must wait
+        out = b""
+        while chunk := sock.recv(1 << 20):
+            out += chunk
+    expected = b"+OK mailops POP3 ready\r\n"
+    parts = [on_the_wire(data) for data in messages]
+    assert out.count(b"+OK Logged in") == 1
+    body = out[out.index(b"\r\n", out.index(b"+OK Logged in")) + 2 :]
+    for stuffed, size in parts:
+        expected = f"+OK {size} octets\r\n".encode() + stuffed
+        assert body.startswith(expected)
+        body = body[len(expected) :]
+    assert body.startswith(b"+OK Bye")
+
+
+def test_auth_continuation_in_a_later_packet(server):
+    token = base64.b64encode(b"\x00alice@example.test\x00alice-pw")
+    with socket.create_connection(("127.0.0.1", server.ports["pop3"]), 10) as sock:
+        sock.recv(100)
+        sock.sendall(b"AUTH PLAIN\r\n")
+        assert sock.recv(100) == b"+ \r\n"
+        time.sleep(0.1)
+        sock.sendall(token[:5])
+        time.sleep(0.1)
+        sock.sendall(token[5:] + b"\r\nSTAT\r\nQUIT\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    assert out.startswith(b"+OK Logged in") and b"+OK 0 0\r\n+OK Bye" in out
+
+
+def test_a_client_that_stops_reading_times_out(tmp_path):
+    with pop3_server(tmp_path, pop3_idle_timeout=0.5) as srv:
+        for n in range(3):  # large: the server stops in the middle of one, for the client
+            srv.deliver_raw(b"Subject: %d\r\n\r\n" % n + b"x" * 3_000_000 + b"\r\n")
+        sock = socket.create_connection(("127.0.0.1", srv.ports["pop3"]), 10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        commands = [f"USER {ALICE}", "PASS alice-pw", "DELE 1", "RETR 2", "RETR 3"]
+        sock.sendall("".join(f"{c}\r\n" for c in commands).encode())
+        assert wait_until(lambda: any(c.session.account for c in srv.service.sessions), 5)
+        # It never reads: the session ends on its own and frees the mailbox.
+        assert wait_until(lambda: not srv.service.sessions, 10)
+        assert srv.store.acquire_lease(ALICE, "pop3")
+        assert len(srv.files()) == 3  # a session that did not QUIT deletes nothing
+        sock.close()
+
+
+def test_a_message_removed_meanwhile(server):
+    server.deliver(b"Subject: a\r\n\r\nx\r\n")
+    server.deliver(b"Subject: b\r\n\r\nx\r\n")
+    client = login(server)
+    server.files()[0].unlink()  # another program (or an IMAP expunge) took it
+    with pytest.raises(poplib.error_proto, match=r"\[SYS/PERM\]"):
+        client.retr(1)
+    assert b"Subject: b" in body(client.retr(2)[1])
+    assert client.quit().startswith(b"+OK")
+
+
+def test_shutdown_closes_idle_sessions_and_deletes_nothing(server):
+    server.deliver(b"Subject: a\r\n\r\nx\r\n")
+    client = login(server)
+    client.dele(1)
+    server.call(server.service.drain(5))
+    assert not server.service.sessions
+    with pytest.raises((poplib.error_proto, OSError, EOFError)):
+        client.stat()
+    assert server.store.acquire_lease(ALICE, "pop3")
+    assert len(server.files()) == 1
+
+
+def test_a_long_pipeline_behind_a_login(server):
+    """More input than the connection buffers arrives while the login runs: reading
+    pauses, and must resume once the commands are taken."""
+    noops = 40_000  # 240 kB of commands: more than is read before the pause
+    commands = f"USER {ALICE}\r\nPASS alice-pw\r\n" + "NOOP\r\n" * noops + "QUIT\r\n"
+    with socket.create_connection(("127.0.0.1", server.ports["pop3"]), 10) as sock:
+        sock.sendall(commands.encode())
+        out = b""
+        while not out.endswith(b"deleted\r\n"):
+            chunk = sock.recv(1 << 20)
+            assert chunk, out[-200:]
+            out += chunk
+    assert out.count(b"+OK\r\n") == noops and b"+OK Logged in" in out
+
+
+def test_a_finished_session_is_freed_at_once(server):
+    """Freed by reference counting, not whenever the cyclic collector runs: a session
+    holds its INBOX listing, and a busy server should not pile up old ones."""
+    server.deliver(b"Subject: a\r\n\r\nx\r\n")
+    gc.disable()
+    try:
+        client = login(server)
+        client.uidl()
+        session = weakref.ref(next(iter(server.service.sessions)).session)
+        client.quit()
+        assert wait_until(lambda: session() is None)
+    finally:
+        gc.enable()

@@ -20,6 +20,7 @@ MAX_LINE = 8192
 MAX_MESSAGE_NUMBER_DIGITS = 10
 
 _KEYWORD = re.compile(r"[A-Za-z]{3,4}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ def parse_command(line: bytes) -> Command | Bad:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return Bad("Command is not valid UTF-8")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _CONTROL.search(text):
         return Bad("Command contains control characters")
     keyword, _, rest = text.partition(" ")
     if not _KEYWORD.fullmatch(keyword):

@@ -1,7 +1,7 @@
 """The POP3 listeners: 110 (plain, STLS) and 995 (TLS from the first byte).
 
-`Pop3Service` makes asyncio protocols for `loop.create_server`, tracks sessions and
-closes them on shutdown: idle ones at once (a session that did not QUIT deletes
+`Pop3Service` makes the protocols (`Pop3Connection`) for `loop.create_server`, tracks
+sessions and closes them on shutdown: idle ones at once (a session that did not QUIT deletes
 nothing), busy ones after their current command, within a bound.
 """
 
@@ -15,8 +15,7 @@ from typing import Protocol
 from mailops.runtime.auth import Authenticator
 from mailops.runtime.config import RuntimeConfig
 from mailops.runtime.log import log
-from mailops.runtime.pop3.parse import MAX_LINE
-from mailops.runtime.pop3.session import Pop3Session
+from mailops.runtime.pop3.connection import Pop3Connection
 from mailops.runtime.store import Store
 
 POP3_SERVICES = frozenset({"pop3", "pop3s"})
@@ -34,8 +33,7 @@ class Pop3Host(Protocol):
 class Pop3Service:
     def __init__(self, host: Pop3Host) -> None:
         self._host = host
-        self.sessions: set[Pop3Session] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.sessions: set[Pop3Connection] = set()  # until their mailbox is released
         self.stopping = False
 
     # What sessions read from the runtime, looked up each time (SIGHUP reload).
@@ -56,34 +54,9 @@ class Pop3Service:
 
     def protocol_factory(self, implicit_tls: bool) -> Callable[[], asyncio.BaseProtocol]:
         def make() -> asyncio.BaseProtocol:
-            reader = asyncio.StreamReader(limit=MAX_LINE)
-
-            async def connected(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-                await self._serve(r, w, implicit_tls)
-
-            return asyncio.StreamReaderProtocol(reader, connected)
+            return Pop3Connection(self, implicit_tls)
 
         return make
-
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit_tls: bool
-    ) -> None:
-        if self.stopping:
-            writer.close()
-            return
-        session = Pop3Session(self, reader, writer, implicit_tls)
-        task = asyncio.current_task()
-        self.sessions.add(session)
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            await session.run()
-        except asyncio.CancelledError:
-            pass  # shutdown of an idle session: it removes nothing
-        finally:
-            self.sessions.discard(session)
-            if task is not None:
-                self._tasks.discard(task)
 
     async def drain(self, timeout: float) -> None:
         """Stop: close idle sessions now, give busy ones `timeout` seconds to finish."""
@@ -93,10 +66,9 @@ class Pop3Service:
         while self.sessions and loop.time() < deadline:
             for session in list(self.sessions):
                 if not session.busy:
-                    session.writer.close()
-                    session.reader.feed_eof()
+                    session.close()
             await asyncio.sleep(0.05)
-        for task in list(self._tasks):
-            task.cancel()
         if self.sessions:
             log("pop3.drain_forced", sessions=len(self.sessions))
+        for session in list(self.sessions):
+            session.abort()

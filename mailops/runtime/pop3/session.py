@@ -1,157 +1,128 @@
-"""One POP3 connection: AUTHORIZATION → TRANSACTION → UPDATE (RFC 1939 §3).
+"""One POP3 session: AUTHORIZATION → TRANSACTION → UPDATE (RFC 1939 §3).
 
 The session sees the INBOX as it was at login (a snapshot: mail delivered meanwhile
 waits for the next session, as RFC 1939 expects of a locked maildrop). DELE only
 marks; messages are removed in the UPDATE state, after QUIT, and nowhere else. A
 dropped connection, a timeout or a shutdown removes nothing.
+
+Command handlers are plain methods that answer at once (`Pop3Connection` calls them
+straight from its read callback), except where a command must wait — for the
+password check, the mailbox, TLS, a slow client, or the disk at QUIT: then the
+handler returns an awaitable, which the connection runs before taking the next
+command. Raising `SessionOver` ends the session after what was written is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 from mailops.runtime.log import log
 from mailops.runtime.pop3 import parse, wire
 from mailops.runtime.pop3.parse import Bad, Command
-from mailops.runtime.store import FolderView, Mailbox, Message, MessageGone
+from mailops.runtime.store import FolderView, Mailbox, Message, MessageGone, Store
 from mailops.runtime.store.flags import SEEN
 
 if TYPE_CHECKING:
     from mailops.runtime.directory import Account
+    from mailops.runtime.pop3.connection import Pop3Connection
     from mailops.runtime.pop3.server import Pop3Service
 
 MAX_AUTH_FAILURES = 3
 MAX_BAD_COMMANDS = 10
-WRITE_BUFFER = 1 << 20  # drain when this much is waiting for the client
 
 PLAINTEXT_REFUSED = "-ERR [AUTH] Plain-text authentication needs TLS: use STLS first"
 
+Pending = Awaitable[None] | None  # what a handler returns: None when it is done
 
-class _Closed(Exception):
-    """The session is over (QUIT, EOF, timeout, or an error already answered)."""
+
+class SessionOver(Exception):
+    """The session is over (QUIT, too many errors, an error already answered)."""
 
 
 class Pop3Session:
-    def __init__(
-        self,
-        service: Pop3Service,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        implicit_tls: bool,
-    ) -> None:
+    def __init__(self, conn: Pop3Connection, service: Pop3Service) -> None:
+        # A weak reference: the connection owns the session, and a cycle between the
+        # two would keep the INBOX listing (some 100 bytes a message) in memory after
+        # the session, until the cyclic garbage collector happens to run.
+        self.conn = weakref.proxy(conn)
         self.service = service
-        self.reader = reader
-        self.writer = writer
-        self.tls = implicit_tls
-        peer = writer.get_extra_info("peername")
-        self.client = str(peer[0]) if isinstance(peer, tuple) else "unknown"
-        self.busy = False  # executing a command (shutdown waits for it)
         self.user: str | None = None  # from USER, waiting for PASS
         self.account: Account | None = None
         self.mailbox: Mailbox | None = None
         self.view: FolderView | None = None
         self.messages: list[Message] = []
+        self.sizes: list[int] = []  # POP3 size of each message, by number - 1
+        self.uids: list[str] | None = None  # UIDL of each message, once asked for
+        self.live_size = 0  # octets of the messages not marked deleted
         self.deleted: set[int] = set()  # message numbers marked by DELE
         self.retrieved: set[int] = set()  # message numbers fully sent by RETR
         self.auth_failures = 0
         self.bad_commands = 0
 
-    # ------------------------------------------------------------ the loop
+    # ------------------------------------------------------------ the connection's calls
 
-    async def run(self) -> None:
-        try:
-            await self._send("+OK mailops POP3 ready")
-            while not self.service.stopping:
-                line = await self._read_line()
-                self.busy = True
-                try:
-                    await self._dispatch(parse.parse_command(line))
-                finally:
-                    self.busy = False
-        except _Closed:
-            pass
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
-            pass  # the client went away; nothing it asked for is left half done
-        except Exception as exc:  # a bug: log it, never show a traceback to the client
-            log("pop3.error", client=self.client, user=self._address(), error=repr(exc))
-            await self._try_send("-ERR [SYS/TEMP] Internal error, closing the connection")
-        finally:
-            await self._cleanup()
+    def greet(self) -> None:
+        self.conn.send("+OK mailops POP3 ready")
 
-    async def _read_line(self, limit_timeout: float | None = None) -> bytes:
-        timeout = limit_timeout or self.service.idle_timeout()
-        try:
-            # asyncio.timeout, not wait_for: no extra task per command line.
-            async with asyncio.timeout(timeout):
-                line = await self.reader.readuntil(b"\n")
-        except TimeoutError:
-            log("pop3.timeout", client=self.client, user=self._address())
-            await self._try_send("-ERR [SYS/TEMP] Disconnected for inactivity")
-            raise _Closed from None
-        except asyncio.LimitOverrunError:
-            await self._try_send("-ERR Line too long, closing the connection")
-            raise _Closed from None
-        except asyncio.IncompleteReadError:
-            raise _Closed from None
-        return line
-
-    async def _send(self, line: str, drain: bool = True) -> None:
-        self.writer.write(line.encode("utf-8") + b"\r\n")
-        if drain:
-            await self.writer.drain()
-
-    async def _try_send(self, line: str) -> None:
-        with contextlib.suppress(Exception):  # the connection is going away anyway
-            await asyncio.wait_for(self._send(line), 5)
-
-    async def _cleanup(self) -> None:
-        self.writer.close()
-        await self._close_mailbox()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
-
-    # ------------------------------------------------------------ dispatch
-
-    async def _dispatch(self, command: Command | Bad) -> None:
+    def handle(self, line: bytes) -> Pending:
+        command = parse.parse_command(line)
         if isinstance(command, Bad):
-            await self._bad(command.reason)
-            return
+            return self._bad(command.reason)
         table = _TRANSACTION if self.view else _AUTHORIZATION
         handler = table.get(command.name)
         if handler is None:
-            await self._bad("Unknown command" if command.name not in _ALL else "Not allowed now")
-            return
+            return self._bad("Unknown command" if command.name not in _ALL else "Not allowed now")
         self.bad_commands = 0
-        await handler(self, command)
+        return handler(self, command)
 
-    async def _bad(self, reason: str) -> None:
+    def timed_out(self) -> None:
+        log("pop3.timeout", client=self.conn.client, user=self.address())
+        self.conn.send("-ERR [SYS/TEMP] Disconnected for inactivity")
+
+    def release_lease(self) -> None:
+        if self.account is not None:
+            account, self.account = self.account, None
+            self.service.store().release_lease(account.address, "pop3")
+
+    async def close_mailbox(self) -> None:
+        if self.mailbox is not None:
+            mailbox, self.mailbox, self.view = self.mailbox, None, None
+            await asyncio.to_thread(self.service.store().release, mailbox)
+
+    def address(self) -> str | None:
+        return self.account.address if self.account else None
+
+    def _send(self, line: str) -> None:
+        self.conn.send(line)
+
+    def _bad(self, reason: str) -> None:
         self.bad_commands += 1
-        await self._send(f"-ERR {reason}")
+        self._send(f"-ERR {reason}")
         if self.bad_commands >= MAX_BAD_COMMANDS:
-            await self._send("-ERR Too many bad commands, closing the connection")
-            raise _Closed
+            self._send("-ERR Too many bad commands, closing the connection")
+            raise SessionOver
 
     # ------------------------------------------------------------ AUTHORIZATION
 
     def _plaintext_ok(self) -> bool:
-        if self.tls:
+        if self.conn.tls:
             return True
         if not self.service.config().plaintext_auth_on_loopback:
             return False
         try:
-            return ipaddress.ip_address(self.client).is_loopback
+            return ipaddress.ip_address(self.conn.client).is_loopback
         except ValueError:
             return False
 
     def _stls_available(self) -> bool:
-        return not self.tls and self.service.tls() is not None
+        return not self.conn.tls and self.service.tls() is not None
 
-    async def capa(self, command: Command) -> None:
+    def capa(self, command: Command) -> None:
         lines = ["+OK Capability list follows", "TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE"]
         lines.append("PIPELINING")
         if self.view is None:
@@ -160,244 +131,248 @@ class Pop3Session:
             if self._plaintext_ok():
                 lines += ["USER", "SASL PLAIN"]
         lines += ["IMPLEMENTATION mailops", "."]
-        await self._send("\r\n".join(lines))
+        self._send("\r\n".join(lines))
 
-    async def stls(self, command: Command) -> None:
+    def stls(self, command: Command) -> Pending:
         context = self.service.tls()
-        if self.tls or context is None:
-            await self._send("-ERR TLS is already active" if self.tls else "-ERR TLS not available")
-            return
-        if _buffered(self.reader):
+        if self.conn.tls or context is None:
+            self._send("-ERR TLS is already active" if self.conn.tls else "-ERR TLS not available")
+            return None
+        if self.conn.pending_input():
             # RFC 2595 §4 / CVE-2011-0411: anything pipelined after STLS was sent in the
             # clear and must not be taken as coming over TLS.
-            await self._send("-ERR Commands were pipelined after STLS, closing the connection")
-            raise _Closed
-        await self._send("+OK Begin TLS negotiation")
+            self._send("-ERR Commands were pipelined after STLS, closing the connection")
+            raise SessionOver
+        self._send("+OK Begin TLS negotiation")
+        return self._start_tls(context)
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
         try:
-            await asyncio.wait_for(self.writer.start_tls(context), 30)
+            await self.conn.start_tls(context)
         except (ssl.SSLError, OSError, TimeoutError) as exc:
-            log("pop3.tls_failed", client=self.client, error=exc)
-            raise _Closed from None
-        self.tls = True
+            log("pop3.tls_failed", client=self.conn.client, error=exc)
+            raise SessionOver from None
         self.user = None  # RFC 2595 §4: forget what was said before TLS
 
-    async def user_cmd(self, command: Command) -> None:
+    def user_cmd(self, command: Command) -> None:
         if not self._plaintext_ok():
-            await self._send(PLAINTEXT_REFUSED)
+            self._send(PLAINTEXT_REFUSED)
             return
         if not command.rest or len(command.rest) > 255:
-            await self._send("-ERR USER needs a user name")
+            self._send("-ERR USER needs a user name")
             return
         self.user = command.rest.strip()
-        await self._send("+OK Send the password")
+        self._send("+OK Send the password")
 
-    async def pass_cmd(self, command: Command) -> None:
+    def pass_cmd(self, command: Command) -> Pending:
         if not self._plaintext_ok():
-            await self._send(PLAINTEXT_REFUSED)
-            return
+            self._send(PLAINTEXT_REFUSED)
+            return None
         if self.user is None:
-            await self._send("-ERR Send USER first")
-            return
+            self._send("-ERR Send USER first")
+            return None
         user, self.user = self.user, None
-        await self._login(user, command.rest)
+        return self._login(user, command.rest)
 
-    async def auth(self, command: Command) -> None:
+    def auth(self, command: Command) -> Pending:
         if not command.args:
-            await self._send("+OK Mechanisms follow\r\nPLAIN\r\n.")  # RFC 1734 style list
-            return
+            self._send("+OK Mechanisms follow\r\nPLAIN\r\n.")  # RFC 1734 style list
+            return None
         if command.args[0].upper() != "PLAIN" or len(command.args) > 2:
-            await self._send("-ERR Unsupported authentication mechanism")
-            return
+            self._send("-ERR Unsupported authentication mechanism")
+            return None
         if not self._plaintext_ok():
-            await self._send(PLAINTEXT_REFUSED)
-            return
+            self._send(PLAINTEXT_REFUSED)
+            return None
         if len(command.args) == 2:
-            response = command.args[1]
-        else:
-            await self._send("+ ")
-            response = parse.strip_eol(await self._read_line()).decode("ascii", "replace")
-            if response == "*":
-                await self._send("-ERR Authentication cancelled")
-                return
+            return self._auth_plain(command.args[1])
+        return self._auth_continued()
+
+    async def _auth_continued(self) -> None:
+        self._send("+ ")
+        response = parse.strip_eol(await self.conn.read_line()).decode("ascii", "replace")
+        if response == "*":
+            self._send("-ERR Authentication cancelled")
+            return
+        login = self._auth_plain(response)
+        if login is not None:
+            await login
+
+    def _auth_plain(self, response: str) -> Pending:
         blob = parse.decode_base64(response)
         credentials = parse.plain_credentials(blob) if blob is not None else None
         if credentials is None:
-            await self._send("-ERR [AUTH] Malformed PLAIN response")
-            return
-        await self._login(*credentials)
+            self._send("-ERR [AUTH] Malformed PLAIN response")
+            return None
+        return self._login(*credentials)
 
     async def _login(self, user: str, password: str) -> None:
-        account = await self.service.authenticator().login(self.client, user, password)
+        account = await self.service.authenticator().login(self.conn.client, user, password)
         if account is None:
             self.auth_failures += 1
-            log("pop3.login_failed", client=self.client, user=user)
-            await self._send("-ERR [AUTH] Authentication failed")
+            log("pop3.login_failed", client=self.conn.client, user=user)
+            self._send("-ERR [AUTH] Authentication failed")
             if self.auth_failures >= MAX_AUTH_FAILURES:
-                await self._send("-ERR Too many failed logins, closing the connection")
-                raise _Closed
+                self._send("-ERR Too many failed logins, closing the connection")
+                raise SessionOver
             return
         store = self.service.store()
         if not store.acquire_lease(account.address, "pop3"):
-            log("pop3.in_use", client=self.client, user=account.address)
-            await self._send("-ERR [IN-USE] Mailbox is open in another POP3 session")
+            log("pop3.in_use", client=self.conn.client, user=account.address)
+            self._send("-ERR [IN-USE] Mailbox is open in another POP3 session")
             return
         self.account = account
         try:
-            self.mailbox = await asyncio.to_thread(
-                store.open, account.domain, account.user, account.quota
-            )
-            self.view = await asyncio.to_thread(self.mailbox.select, "INBOX", origin=self)
+            self.mailbox, self.view = await asyncio.to_thread(_open_inbox, store, account, self)
         except Exception as exc:
             log("pop3.open_failed", user=account.address, error=repr(exc))
-            await self._close_mailbox()
-            await self._send("-ERR [SYS/TEMP] Cannot open the mailbox, try again later")
+            self.release_lease()
+            self._send("-ERR [SYS/TEMP] Cannot open the mailbox, try again later")
             return
         self.messages = list(self.view.messages)
-        count, size = self._totals()
-        log("pop3.login", client=self.client, user=account.address, messages=count, tls=self.tls)
-        await self._send(f"+OK Logged in, {count} messages ({size} octets)")
-
-    async def _close_mailbox(self) -> None:
-        # The lease first and without awaiting: even a cancelled session frees it.
-        if self.account is not None:
-            account, self.account = self.account, None
-            self.service.store().release_lease(account.address, "pop3")
-        if self.mailbox is not None:
-            mailbox, self.mailbox, self.view = self.mailbox, None, None
-            await asyncio.to_thread(self.service.store().release, mailbox)
+        self.sizes = [wire.pop3_size(m) for m in self.messages]
+        self.live_size = sum(self.sizes)
+        log(
+            "pop3.login",
+            client=self.conn.client,
+            user=account.address,
+            messages=len(self.messages),
+            tls=self.conn.tls,
+        )
+        self._send(f"+OK Logged in, {len(self.messages)} messages ({self.live_size} octets)")
 
     # ------------------------------------------------------------ TRANSACTION
 
-    def _totals(self) -> tuple[int, int]:
-        live = [m for n, m in enumerate(self.messages, 1) if n not in self.deleted]
-        return len(live), sum(wire.pop3_size(m) for m in live)
-
-    async def _message(self, arg: str) -> tuple[int, Message] | None:
-        """The message a number names, or None after answering -ERR."""
+    def _message(self, arg: str) -> int | None:
+        """The number of the message `arg` names, or None after answering -ERR."""
         number = parse.message_number(arg)
         if number is None:
-            await self._send("-ERR Invalid message number")
+            self._send("-ERR Invalid message number")
         elif number > len(self.messages):
-            await self._send(f"-ERR There is no message {number}")
+            self._send(f"-ERR There is no message {number}")
         elif number in self.deleted:
-            await self._send(f"-ERR Message {number} is deleted")
+            self._send(f"-ERR Message {number} is deleted")
         else:
-            return number, self.messages[number - 1]
+            return number
         return None
 
-    async def stat(self, command: Command) -> None:
-        count, size = self._totals()
-        await self._send(f"+OK {count} {size}")
+    def stat(self, command: Command) -> None:
+        self._send(f"+OK {len(self.messages) - len(self.deleted)} {self.live_size}")
 
-    async def list(self, command: Command) -> None:
-        await self._listing(command, lambda m: str(wire.pop3_size(m)))
+    def list(self, command: Command) -> None:
+        self._listing(command, self.sizes)
 
-    async def uidl(self, command: Command) -> None:
-        await self._listing(command, wire.uidl)
+    def uidl(self, command: Command) -> None:
+        if self.uids is None:  # made on first use, once: clients ask for UIDL repeatedly
+            self.uids = [wire.uidl(m) for m in self.messages]
+        self._listing(command, self.uids)
 
-    async def _listing(self, command: Command, value: Callable[[Message], str]) -> None:
+    def _listing(self, command: Command, values: Sequence[object]) -> None:
+        """LIST or UIDL: `values` holds each message's, by number - 1."""
         if len(command.args) > 1:
-            await self._send("-ERR Too many arguments")
+            self._send("-ERR Too many arguments")
             return
         if command.args:
-            found = await self._message(command.args[0])
-            if found is not None:
-                await self._send(f"+OK {found[0]} {value(found[1])}")
+            number = self._message(command.args[0])
+            if number is not None:
+                self._send(f"+OK {number} {values[number - 1]}")
             return
+        deleted = self.deleted
         lines = ["+OK Listing follows"]
-        lines += [
-            f"{n} {value(m)}" for n, m in enumerate(self.messages, 1) if n not in self.deleted
-        ]
+        lines += [f"{n} {value}" for n, value in enumerate(values, 1) if n not in deleted]
         lines.append(".")
-        await self._send("\r\n".join(lines))
+        self._send("\r\n".join(lines))
 
-    async def retr(self, command: Command) -> None:
+    def retr(self, command: Command) -> Pending:
         if len(command.args) != 1:
-            await self._send("-ERR RETR needs a message number")
-            return
-        found = await self._message(command.args[0])
-        if found is None:
-            return
-        number, message = found
-        handle = await self._open(message)
+            self._send("-ERR RETR needs a message number")
+            return None
+        number = self._message(command.args[0])
+        if number is None:
+            return None
+        message = self.messages[number - 1]
+        if message.size > wire.CHUNK:
+            return self._stream(number, message)  # large: as fast as the client reads
+        handle = self._open(message)
+        if handle is None:
+            return None
+        with handle:
+            data = handle.read(message.size + 1)  # all of it, in one system call
+            if len(data) > message.size:  # the file is not what the index says
+                data += handle.read()
+        # Nearly every message: reply line, message and terminator in one write (one
+        # segment, one system call), straight away.
+        head = f"+OK {self.sizes[number - 1]} octets\r\n".encode()
+        self.conn.write(wire.multiline(head, data, _crlf_only(message)))
+        self.retrieved.add(number)
+        return None
+
+    async def _stream(self, number: int, message: Message) -> None:
+        handle = self._open(message)
         if handle is None:
             return
         with handle:
-            stuffer = wire.Stuffer(crlf_only=message.vsize == message.size)
-            head = f"+OK {wire.pop3_size(message)} octets\r\n".encode()
-            chunk = handle.read(min(wire.CHUNK, message.size + 1))
-            # Most messages fit one chunk: reply line, message and terminator go out in
-            # one write (one segment, one syscall) instead of three.
-            while True:
-                body = stuffer.feed(chunk)
-                chunk = handle.read(wire.CHUNK) if chunk else b""
-                if not chunk:
-                    self.writer.write(head + body + stuffer.finish())
-                    break
-                self.writer.write(head + body)
-                head = b""
-                await self._drain_if_full()
-        await self._drain_if_full()
+            stuffer = wire.Stuffer(_crlf_only(message))
+            self.conn.write(f"+OK {self.sizes[number - 1]} octets\r\n".encode())
+            while data := handle.read(wire.CHUNK):
+                self.conn.write(stuffer.feed(data))
+                await self.conn.drain()
+            self.conn.write(stuffer.finish())
         self.retrieved.add(number)
 
-    async def top(self, command: Command) -> None:
+    def top(self, command: Command) -> None:
         if len(command.args) != 2:
-            await self._send("-ERR TOP needs a message number and a line count")
+            self._send("-ERR TOP needs a message number and a line count")
             return
         lines = parse.line_count(command.args[1])
         if lines is None:
-            await self._send("-ERR Invalid line count")
+            self._send("-ERR Invalid line count")
             return
-        found = await self._message(command.args[0])
-        if found is None:
+        number = self._message(command.args[0])
+        if number is None:
             return
-        handle = await self._open(found[1])
+        handle = self._open(self.messages[number - 1])
         if handle is None:
             return
         with handle:
             data = wire.top_of(handle, lines)
-        stuffer = wire.Stuffer()
-        self.writer.write(b"+OK Top of message follows\r\n" + stuffer.feed(data) + stuffer.finish())
-        await self._drain_if_full()
+        self.conn.write(wire.multiline(b"+OK Top of message follows\r\n", data))
 
-    async def _open(self, message: Message):
+    def _open(self, message: Message) -> BinaryIO | None:
         assert self.view is not None
         try:
             return self.view.open(message.uid)
         except MessageGone:
-            await self._send("-ERR [SYS/PERM] The message was removed by another session")
+            self._send("-ERR [SYS/PERM] The message was removed by another session")
             return None
 
-    async def _drain_if_full(self) -> None:
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() >= WRITE_BUFFER or not _buffered(self.reader):
-            # Drain when the buffer is big, or when the client waits for this reply.
-            await self.writer.drain()
-
-    async def dele(self, command: Command) -> None:
+    def dele(self, command: Command) -> None:
         if len(command.args) != 1:
-            await self._send("-ERR DELE needs a message number")
+            self._send("-ERR DELE needs a message number")
             return
-        found = await self._message(command.args[0])
-        if found is not None:
-            self.deleted.add(found[0])
-            await self._send(f"+OK Message {found[0]} deleted")
+        number = self._message(command.args[0])
+        if number is not None:
+            self.deleted.add(number)
+            self.live_size -= self.sizes[number - 1]
+            self._send(f"+OK Message {number} deleted")
 
-    async def rset(self, command: Command) -> None:
+    def rset(self, command: Command) -> None:
         self.deleted.clear()
-        count, size = self._totals()
-        await self._send(f"+OK {count} messages ({size} octets)")
+        self.live_size = sum(self.sizes)
+        self._send(f"+OK {len(self.messages)} messages ({self.live_size} octets)")
 
-    async def noop(self, command: Command) -> None:
-        await self._send("+OK")
+    def noop(self, command: Command) -> None:
+        self._send("+OK")
 
     # ------------------------------------------------------------ UPDATE
 
-    async def quit(self, command: Command) -> None:
+    def quit(self, command: Command) -> Pending:
         if self.view is None:
-            await self._send("+OK Bye")
-            raise _Closed
-        view = self.view
+            self._send("+OK Bye")
+            raise SessionOver
+        return self._update(self.view)
+
+    async def _update(self, view: FolderView) -> None:
         deleted = [self.messages[n - 1].uid for n in sorted(self.deleted)]
         seen = [
             self.messages[n - 1].uid
@@ -409,24 +384,37 @@ class Pop3Session:
             if seen:  # as Dovecot does: what POP3 downloaded shows as read in IMAP
                 await asyncio.to_thread(view.store_flags, seen, [SEEN], "+")
         except Exception as exc:
-            log("pop3.update_failed", user=self._address(), error=repr(exc))
-            await self._send("-ERR [SYS/TEMP] Some deleted messages were not removed")
-            raise _Closed from None
+            log("pop3.update_failed", user=self.address(), error=repr(exc))
+            self._send("-ERR [SYS/TEMP] Some deleted messages were not removed")
+            raise SessionOver from None
         log(
             "pop3.logout",
-            client=self.client,
-            user=self._address(),
+            client=self.conn.client,
+            user=self.address(),
             retrieved=len(self.retrieved),
             deleted=len(removed),
         )
-        await self._send(f"+OK Bye, {len(removed)} messages deleted")
-        raise _Closed
-
-    def _address(self) -> str | None:
-        return self.account.address if self.account else None
+        self._send(f"+OK Bye, {len(removed)} messages deleted")
+        raise SessionOver
 
 
-Handler = Callable[[Pop3Session, Command], Awaitable[None]]
+def _crlf_only(message: Message) -> bool:
+    """The index says the file has no bare LF (its CRLF size is its size), as for all
+    that came by SMTP: line ends need no conversion, nor a scan for one."""
+    return message.vsize == message.size
+
+
+def _open_inbox(store: Store, account: Account, origin: object) -> tuple[Mailbox, FolderView]:
+    """The mailbox and a view of its INBOX, in one trip to a worker thread."""
+    mailbox = store.open(account.domain, account.user, account.quota)
+    try:
+        return mailbox, mailbox.select("INBOX", origin=origin)
+    except BaseException:
+        store.release(mailbox)
+        raise
+
+
+Handler = Callable[[Pop3Session, Command], Pending]
 _AUTHORIZATION: dict[str, Handler] = {
     "CAPA": Pop3Session.capa,
     "STLS": Pop3Session.stls,
@@ -451,11 +439,3 @@ _ALL = frozenset(
     {"CAPA", "STLS", "USER", "PASS", "AUTH", "QUIT", "STAT", "LIST", "UIDL", "RETR", "TOP"}
     | {"DELE", "RSET", "NOOP", "APOP", "LAST"}
 )
-
-
-def _buffered(reader: asyncio.StreamReader) -> int:
-    """Bytes the client sent that we have not read yet.
-
-    StreamReader has no public way to ask; its `_buffer` has been there since 3.4.
-    """
-    return len(getattr(reader, "_buffer", b""))

@@ -2,9 +2,9 @@
 
 Maildir files hold what was delivered: CRLF from SMTP, bare LF from local tools, maybe
 no final line break. POP3 sends every line ending as CRLF, doubles a leading "." (RFC
-1939 §3) and ends with ".CRLF". `Stuffer` does this chunk by chunk, so a large
-message streams without being held in memory; sizes announced by LIST match what
-RETR sends before dot-stuffing.
+1939 §3) and ends with ".CRLF". `multiline` does this for a message read whole;
+`Stuffer` does it chunk by chunk, so a large message streams without being held in
+memory. Sizes announced by LIST match what RETR sends before dot-stuffing.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import BinaryIO
 from mailops.runtime.store import Message
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_DOT_LINE = re.compile(rb"\n\.")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 TERMINATOR = b".\r\n"
 CHUNK = 256 * 1024
@@ -32,9 +33,35 @@ def uidl(message: Message) -> str:
     """A stable unique id: the Maildir base name, which never changes for the life of
     the message (not even when the index is rebuilt), hashed when it does not fit."""
     key = message.key
-    if 0 < len(key) <= MAX_UIDL and all(0x21 <= ord(ch) <= 0x7E for ch in key):
+    # 0x21–0x7E: printable ASCII but the space (str methods: no per-character loop).
+    if 0 < len(key) <= MAX_UIDL and key.isascii() and key.isprintable() and " " not in key:
         return key
     return "H" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+def multiline(head: bytes, data: bytes, crlf_only: bool = False) -> bytes:
+    """A whole response: the `head` line, then a whole message (or TOP's part of one)
+    as a multi-line body with its terminator: what `Stuffer` makes of it, in one go.
+
+    The passes over the message are C loops, picked by measurement (a 6 KiB message):
+    the bare-LF check (two counts, skipped when `crlf_only` is known) and the
+    conversion (two replaces) are several times faster than the lookbehind regex;
+    dot-stuffing with the literal regex is faster than `bytes.replace`, which scans
+    twice; and one `join` copies the message once more, not once per part.
+    """
+    if not crlf_only and data.count(b"\n") != data.count(b"\r\n"):
+        # Every LF becomes CRLF, a CRLF stays one (so does the CR of a CR CRLF).
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    data = _DOT_LINE.sub(b"\n..", data)
+    return b"".join(
+        (
+            head,
+            b"." if data.startswith(b".") else b"",
+            data,
+            b"\r\n" if data and not data.endswith(b"\n") else b"",  # the terminator
+            TERMINATOR,  # must start a line
+        )
+    )
 
 
 class Stuffer:
