@@ -20,6 +20,7 @@ class BundleFile:
     data: bytes
     mode: int = 0o644
     secret: bool = False  # never shown in diffs or logs
+    target: str | None = None  # absolute path on the host, for files outside the config folder
 
     @property
     def sha256(self) -> str:
@@ -31,8 +32,15 @@ class Bundle:
     host: str
     files: dict[str, BundleFile] = field(default_factory=dict)
 
-    def add(self, path: str, data: bytes, mode: int = 0o644, secret: bool = False) -> None:
-        self.files[path] = BundleFile(path, data, mode, secret)
+    def add(
+        self,
+        path: str,
+        data: bytes,
+        mode: int = 0o644,
+        secret: bool = False,
+        target: str | None = None,
+    ) -> None:
+        self.files[path] = BundleFile(path, data, mode, secret, target)
 
     def write(self, folder: Path) -> list[Path]:
         """Write every file under `folder`, each atomically (render everything

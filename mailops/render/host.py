@@ -15,7 +15,7 @@ from typing import Any
 
 from mailops.errors import MailopsError
 from mailops.passwords import hash_password
-from mailops.render import dkim
+from mailops.render import dkim, systemd
 from mailops.render.bundle import Bundle
 from mailops.render.tls import ensure_self_signed
 from mailops.spec.load import LoadedSpec
@@ -45,7 +45,19 @@ def render_host(loaded: LoadedSpec, host_id: str) -> Bundle:
     relay_files = _relay_files(bundle, spec, roles, loaded.base_dir)
     config = runtime_config(spec, host_id, roles, loaded.base_dir, tls, dkim_files, relay_files)
     bundle.add("runtime.toml", (HEADER.format(host=host_id) + toml_text(config)).encode())
+    if host.service == "systemd":
+        _systemd_unit(bundle, host_id, host, loaded.base_dir)
     return bundle
+
+
+def _systemd_unit(bundle: Bundle, host_id: str, host: Host, base_dir: Path) -> None:
+    """The unit goes to /etc/systemd/system on the host (`target`); `render --out`
+    writes it as systemd/mailops.service under the output folder."""
+    paths = [
+        host_path(p, base_dir) for p in (host.paths.config, host.paths.data, host.paths.install)
+    ]
+    unit = systemd.unit_text(host_id, host, *paths)
+    bundle.add("systemd/" + systemd.UNIT_NAME, unit, target=systemd.UNIT_PATH)
 
 
 def domain_roles(spec: Spec, host_id: str) -> dict[str, str]:

@@ -44,6 +44,7 @@ def test_mailbox_host_bundle(multi, tmp_path):
         "passwd",
         "relays/provider.password",
         "runtime.toml",
+        "systemd/mailops.service",
     ]
     assert bundle.files["relays/provider.password"].data == b"relay-pw"
     assert bundle.files["relays/provider.password"].mode == 0o600
