@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mailops import __version__
-from mailops.errors import MailopsError, SpecError
+from mailops.errors import MailopsError, SpecError, UsageError
 from mailops.spec.diagnostics import Diagnostic
 
 app = typer.Typer(
@@ -246,6 +246,238 @@ def render(
     bundle = render_host(loaded, host)
     written = bundle.write(out_dir)
     err.print(f"wrote {len(written)} file(s) to {out_dir}", markup=False)
+
+
+# ---------------------------------------------------------------- plan, apply, service, trust
+# The logic lives in mailops/deploy; these commands parse options, draw and exit.
+
+HostOpt = Annotated[
+    list[str] | None,
+    typer.Option("--host", help="Only this host (repeat for more); default: every host."),
+]
+ParallelOpt = Annotated[
+    int | None,
+    typer.Option("--parallel", min=1, help="Hosts at once; default: all of them."),
+]
+AcceptKeysOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-new-host-keys",
+        help="Trust and record the SSH key of hosts that known_hosts does not have yet "
+        "(a changed key is still refused).",
+    ),
+]
+
+
+def _deploy_options(host, parallel, accept_new_host_keys, verify_timeout=30.0):
+    from mailops.deploy.apply import Options
+
+    return Options(host, parallel, accept_new_host_keys, verify_timeout)
+
+
+@app.command()
+def plan(
+    spec: SpecArg,
+    host: HostOpt = None,
+    as_json: JsonOpt = False,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 0 when in sync, 2 when changes are due."),
+    ] = False,
+    parallel: ParallelOpt = None,
+    accept_new_host_keys: AcceptKeysOpt = False,
+) -> None:
+    """Show what apply would change on each host (files with diffs, install, handlers)."""
+    from mailops.deploy import display
+    from mailops.deploy.apply import load_targets, plan_all
+
+    targets = load_targets(spec, host)
+    options = _deploy_options(host, parallel, accept_new_host_keys)
+    with display.LiveProgress(err, [t.host_id for t in targets]) as progress:
+        outcomes = plan_all(targets, options, progress)
+    if as_json:
+        out.print_json(json.dumps({"hosts": [o.as_dict() for o in outcomes]}))
+    else:
+        display.print_plans(out, outcomes, show_diff=True)
+    if any(not o.ok for o in outcomes):
+        raise typer.Exit(1)
+    if detailed_exitcode and any(o.status == "changes" for o in outcomes):
+        raise typer.Exit(2)
+
+
+@app.command()
+def apply(
+    spec: SpecArg,
+    host: HostOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="Plan only; change nothing.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show the diffs of changed files.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    parallel: ParallelOpt = None,
+    accept_new_host_keys: AcceptKeysOpt = False,
+    verify_timeout: Annotated[
+        float, typer.Option("--verify-timeout", min=1, help="Seconds to wait for verification.")
+    ] = 30.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make every host match the spec: files, runtime, service; verified, else rolled back."""
+    from mailops.deploy import display
+    from mailops.deploy.apply import apply_all, load_targets
+    from mailops.spec.load import load_spec
+
+    loaded = load_spec(spec)
+    print_diagnostics(loaded.diagnostics)
+    targets = load_targets(loaded, host)
+    options = _deploy_options(host, parallel, accept_new_host_keys, verify_timeout)
+    refused: list[str] = []
+    progress = display.LiveProgress(err, [t.host_id for t in targets])
+
+    def confirm(outcomes) -> bool:
+        progress.stop()
+        if not as_json:
+            display.print_plans(out, outcomes, show_diff=diff)
+        changed = sum(o.status == "changes" for o in outcomes)
+        if yes:
+            progress.start()
+            return True
+        if not sys.stdin.isatty():
+            refused.append("not a terminal to ask on: pass --yes to apply; nothing was changed")
+            return False
+        if not typer.confirm(f"Apply these changes to {changed} host(s)?", default=False):
+            refused.append("not applied; nothing was changed")
+            return False
+        progress.start()
+        return True
+
+    with progress:
+        outcomes = apply_all(targets, options, progress, confirm, check=check)
+    _report_apply(loaded, targets, outcomes, as_json, check, refused)
+
+
+def _report_apply(loaded, targets, outcomes, as_json: bool, check: bool, refused) -> None:
+    from mailops.deploy import display
+    from mailops.deploy.welcome import first_steps
+
+    if as_json:
+        out.print_json(json.dumps({"hosts": [o.as_dict() for o in outcomes], "refused": refused}))
+    elif check:
+        display.print_plans(out, outcomes, show_diff=True)
+    elif refused:
+        err.print(f"mailops: {refused[0]}", markup=False)
+    elif all(o.status == "in sync" for o in outcomes):
+        out.print(f"{len(outcomes)} host(s) in sync; nothing to do", markup=False)
+    else:
+        display.print_summary(out, outcomes)
+        for target, outcome in zip(targets, outcomes, strict=True):
+            if outcome.status == "applied" and target.ssh is None:
+                out.print(first_steps(loaded, target.layout), markup=False)
+    if refused or any(not o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+def service(
+    spec: SpecArg,
+    action: Annotated[str, typer.Argument(help="start, stop, status, restart or reload.")],
+    host: HostOpt = None,
+    as_json: JsonOpt = False,
+    accept_new_host_keys: AcceptKeysOpt = False,
+) -> None:
+    """Start, stop, restart or reload the runtime on the hosts, or show its status."""
+    from mailops.deploy import display
+    from mailops.deploy.apply import load_targets
+    from mailops.deploy.service import ACTIONS, service_all
+
+    if action not in ACTIONS:
+        raise UsageError(f"unknown action {action!r} (one of: {', '.join(ACTIONS)})")
+    targets = load_targets(spec, host)
+    options = _deploy_options(host, None, accept_new_host_keys)
+    with display.LiveProgress(err, [t.host_id for t in targets]) as progress:
+        results = service_all(targets, action, options, progress)
+    if as_json:
+        out.print_json(json.dumps({"hosts": [r.as_dict() for r in results]}))
+    else:
+        for r in results:
+            out.print(f"{r.host_id}: {r.message}", markup=False)
+            for warning in r.warnings:
+                err.print(f"{r.host_id}: warning: {warning}", markup=False)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def trust(
+    spec: SpecArg,
+    host: Annotated[str, typer.Argument(help="The host id whose SSH key to trust.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Trust without asking.")] = False,
+) -> None:
+    """Show a host's SSH key fingerprint and add it to the spec's known_hosts."""
+    from mailops.deploy.targets import select_hosts, ssh_target
+    from mailops.deploy.trust import trust as trust_host
+    from mailops.spec.load import load_spec
+
+    loaded = load_spec(spec)
+    (host_id,) = select_hosts(loaded, [host])
+
+    def confirm(described: str) -> bool:
+        out.print(f"{host_id}: {described}", markup=False)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("not a terminal to ask on: pass --yes to trust this key")
+        return typer.confirm("Trust this key?", default=False)
+
+    out.print(trust_host(ssh_target(loaded, host_id), confirm), markup=False)
+
+
+# ---------------------------------------------------------------- audit
+# The logic lives in mailops/audit; this command parses options, prints and exits.
+
+
+def _many(help_text: str, flag: str):
+    return Annotated[list[str] | None, typer.Option(flag, help=help_text)]
+
+
+@app.command()
+def audit(
+    spec: SpecArg,
+    host: _many("Only this host (repeat for more).", "--host") = None,
+    domain: _many("Only this domain (repeat for more).", "--domain") = None,
+    resolver: Annotated[
+        str | None, typer.Option("--resolver", help="Resolver IP[:PORT]; default: resolv.conf's.")
+    ] = None,
+    authoritative: _many(
+        "Ask this server (IP[:PORT]) for every zone instead of the zones' NS.", "--authoritative"
+    ) = None,
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", help="Also trust these CAs.")] = None,
+    only: _many("Only these parts: dns, probes, drift (repeat for more).", "--only") = None,
+    e2e: Annotated[bool, typer.Option("--e2e", help="Also send a message and find it.")] = False,
+    as_user: _many("End-to-end as user@domain (password: MAILOPS_AUDIT_PASSWORD).", "--as") = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds per step.")] = 5.0,
+    as_json: JsonOpt = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML.")] = None,
+) -> None:
+    """Check live DNS, ports, TLS, relaying and hosts against the spec: exit 1 on failures."""
+    from mailops.audit import report
+    from mailops.audit.context import AuditOptions
+    from mailops.audit.run import run_audit
+    from mailops.files import write_atomic
+    from mailops.spec.load import load_spec
+
+    loaded = load_spec(spec)
+    print_diagnostics(loaded.diagnostics)
+    options = AuditOptions(
+        host, domain, resolver, authoritative or [], ca_file, only, e2e, as_user or [],
+        timeout=timeout,
+    )  # fmt: skip
+    result = run_audit(loaded, options)
+    if junit is not None:
+        write_atomic(junit, report.junit_xml(result))
+    if as_json:
+        sys.stdout.write(report.json_text(result) + "\n")
+    else:
+        report.print_table(out, result)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- serve and queue
