@@ -200,7 +200,15 @@ def _mailops_wheel(folder: Path) -> Path:
         (f"{info}/entry_points.txt", (dist.read_text("entry_points.txt") or "").encode()),
     ]
     _write_wheel(path, sorted(entries), info)
+    _prune_builds(folder, keep=5)
     return path
+
+
+def _prune_builds(folder: Path, keep: int) -> None:
+    """Each build of mailops leaves a wheel in the cache; keep the newest few."""
+    builds = sorted(folder.glob("mailops-*.whl"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in builds[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def _installed_wheel(dist: md.Distribution, folder: Path) -> Path:
