@@ -62,6 +62,18 @@ def test_mx_delivers_into_the_maildir_with_trace_headers(server):
     assert message.endswith(MESSAGE)
 
 
+def test_a_return_path_that_came_with_the_message_is_replaced(server):
+    sent = b"Return-Path: <forged@elsewhere.example>\r\nSubject: rp-test\r\n\r\n"
+    sent += b"Return-Path: kept\r\n"
+    with mx(server) as client:
+        client.sendmail("sender@remote.example", ["bob@example.test"], sent)
+    (stored,) = [m for m in server.messages("bob") if b"Subject: rp-test" in m]
+    assert stored.count(b"Return-Path:") == 2  # ours at the top, and the body line
+    assert stored.startswith(b"Return-Path: <sender@remote.example>\r\n")
+    assert b"forged@elsewhere.example" not in stored
+    assert stored.endswith(b"Subject: rp-test\r\n\r\nReturn-Path: kept\r\n")
+
+
 def test_250_reply_names_the_message(server):
     with mx(server) as client:
         client.mail("sender@remote.example")

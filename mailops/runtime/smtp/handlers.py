@@ -118,6 +118,7 @@ class Acceptor:
             log("smtp.bare_line_ending", client=_ip(session), sender=envelope.mail_from)
             return "550 5.6.0 Message contains bare CR or LF characters (RFC 5321 2.3.8)"
         message_id = secrets.token_hex(8)
+        data = headers.without_return_path(data)
         message = self.extra_headers(session, envelope, data, message_id) + data
         files, queue_id, problem = self._copies(envelope, message)
         if problem:

@@ -48,3 +48,17 @@ def bare_line_ending(data: bytes) -> bool:
     (RFC 5321 §2.3.8). Such messages are refused, as Postfix does."""
     stripped = data.replace(b"\r\n", b"")
     return b"\n" in stripped or b"\r" in stripped
+
+
+_RETURN_PATH = re.compile(rb"(?im)^return-path[ \t]*:.*(?:\r\n[ \t].*)*\r\n")
+
+
+def without_return_path(message: bytes) -> bytes:
+    """The message without Return-Path fields in its header: only the final delivery
+    writes one (RFC 5321 §4.4), so one that came with the message is dropped, as
+    Postfix's cleanup does; otherwise the mailbox copy would carry two."""
+    head = header_block(message)
+    if b"return-path" not in head.lower():
+        return message
+    end = len(head) + 2 if len(head) < len(message) else len(head)
+    return _RETURN_PATH.sub(b"", message[:end]) + message[end:]
