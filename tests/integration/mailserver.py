@@ -104,8 +104,11 @@ class MailServer:
         return self.data / "mail" / domain / user
 
     def messages(self, user: str, domain: str = "example.test") -> list[bytes]:
+        """Every message, in the order it was delivered (file names sort by it only to
+        the second: their microseconds are not zero-padded)."""
         box = self.maildir(user, domain)
-        files = sorted((box / "new").glob("*")) + sorted((box / "cur").glob("*"))
+        files = [*(box / "new").glob("*"), *(box / "cur").glob("*")]
+        files.sort(key=lambda f: (f.stat().st_mtime_ns, f.name))
         return [f.read_bytes() for f in files]
 
     def log(self) -> str:
