@@ -153,7 +153,11 @@ class Conn:
     # ------------------------------------------------------------ layers
 
     async def start_tls(self, context: ssl.SSLContext) -> None:
-        await asyncio.wait_for(self.writer.start_tls(context), 30)
+        # No task in between (asyncio.timeout, not wait_for): the loop must not run
+        # before start_tls pauses reading, or the client's first TLS bytes land in
+        # the plain-text buffer and the handshake never completes.
+        async with asyncio.timeout(30):
+            await self.writer.start_tls(context)
 
     def start_compress(self) -> None:
         """COMPRESS=DEFLATE (RFC 4978): raw deflate both ways from the next byte on."""
