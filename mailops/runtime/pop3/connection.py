@@ -223,6 +223,11 @@ class Pop3Connection(asyncio.BufferedProtocol):
             self._drain_waiter = self._loop.create_future()
             await self._drain_waiter
 
+    def hold_input(self) -> None:
+        """Stop reading from the socket until start_tls resumes it over TLS."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
     async def start_tls(self, context: ssl.SSLContext) -> None:
         assert self.transport is not None
         self.transport = await self._loop.start_tls(

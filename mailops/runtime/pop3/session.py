@@ -144,6 +144,9 @@ class Pop3Session:
             self._send("-ERR Commands were pipelined after STLS, closing the connection")
             raise SessionOver
         self._send("+OK Begin TLS negotiation")
+        # Read nothing more in the clear: the client's ClientHello may arrive before
+        # the task below runs, and must reach the TLS layer, not our line buffer.
+        self.conn.hold_input()
         return self._start_tls(context)
 
     async def _start_tls(self, context: ssl.SSLContext) -> None:
