@@ -1,6 +1,6 @@
 """Benchmark: delivery out of the queue, from one runtime to another on loopback.
 
-    python bench/smtp_relay.py [--messages 5000] [--size 2048] [--runs 3] [--dkim] [--dir PATH]
+    python bench/smtp_relay.py [--messages 5000] [--size 2048] [--runs 3] [--dkim]
 
 The small mail network of the delivery tests (tests/integration/mailnet.py: runtimes
 on 127.0.0.2-5 port 25, NSD for DNS, MTA-STS) is started once. For each run the
@@ -8,15 +8,7 @@ sending runtime (a) is stopped, --messages entries of --size bytes for
 bob@beta.lab.test are written straight into its queue, and it is started again:
 from then on the clock runs until every message is a file in bob's Maildir on the
 receiving runtime (b). Printed (median of --runs): messages per second delivered,
-and the queue's drain time (start to empty queue). Goal: ≥ 500 msg/s. bob's
-Maildir is emptied before each run (not timed), so every run starts alike.
-
-Where the runtimes' data lives matters, as bench/durable.py explains: on ext4 a
-file created in a block group that many earlier files went through (the /tmp of
-every test suite) costs up to a millisecond of kernel CPU, and the receiver
-creates one per message. --dir puts the network in a new folder under PATH
-(default: the system temp dir); a new top-level folder (`mktemp -d /bench-XXXX`)
-gives the figures of a disk that is not worn in.
+and the queue's drain time (start to empty queue). Goal: ≥ 500 msg/s.
 
 Messages are from an outside sender, so they are not DKIM-signed; --dkim sends them
 as alice@alpha.lab.test, signed with RSA-2048 by dkimpy (pure Python: ~12 ms a
@@ -27,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
@@ -74,17 +65,10 @@ def queued(queue: Queue) -> bool:
     return any(name.endswith(".msg") for name in os.listdir(queue.path))
 
 
-def empty(box: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(box / "new"):
-            os.unlink(box / "new" / name)
-
-
 def one_run(net, args, sender: str) -> tuple[float, float]:
     a, b = net["a"], net["b"]
     box = b.data / "mail" / "beta.lab.test" / "bob"
     a.stop()
-    empty(box)
     before = count(box)
     queue = Queue(a.data)
     asyncio.run(fill(queue, args.messages, args.size, sender))
@@ -115,12 +99,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dkim", action="store_true", help="sign as alice@alpha.lab.test")
-    parser.add_argument("--dir", type=Path, default=None, help="where the network's folder goes")
     args = parser.parse_args()
     sender = "alice@alpha.lab.test" if args.dkim else "bench@elsewhere.test"
     results = []
     with (
-        tempfile.TemporaryDirectory(prefix="mailops-relay-bench-", dir=args.dir) as tmp,
+        tempfile.TemporaryDirectory(prefix="mailops-relay-bench-") as tmp,
         mail_net(Path(tmp), lifetime=3600, delay_warning=3000) as net,
     ):
         for run in range(args.runs):
