@@ -92,8 +92,10 @@ def test_mx_lookup_delivers_from_a_to_b_signed_and_verified(net):
     # Verified TLS: beta.lab.test publishes an MTA-STS policy in enforce mode.
     assert b"by mx1.beta.lab.test (mailops) with ESMTPS id" in stored
     assert log_lines(net["a"], "mta_sts.policy", domain="beta.lab.test", mode="enforce")
-    # B verified A's signature against the key `mailops dns` published...
+    # B verified A's signature against the key `mailops dns` published, and A's
+    # address against the SPF record it published...
     assert re.search(rb"dkim=pass header\.d=alpha\.lab\.test header\.s=s1 ", stored)
+    assert b"\tspf=pass smtp.mailfrom=alice@alpha.lab.test;\r\n" in stored
     # ...and so does dkimpy here, asking the same DNS server.
     signed = stored[stored.index(b"DKIM-Signature:") :]
     resolver = net.resolver()
@@ -104,6 +106,38 @@ def test_mx_lookup_delivers_from_a_to_b_signed_and_verified(net):
 
     assert dkimpy.verify(signed, dnsfunc=txt)
     assert not dkimpy.verify(signed.replace(b"Hello from", b"Hullo from"), dnsfunc=txt)
+
+
+def results_headers(stored: bytes) -> list[bytes]:
+    """The Authentication-Results fields of a stored message, unfolded."""
+    head = stored.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b"  ")
+    return [
+        line for line in head.split(b"\r\n") if line.lower().startswith(b"authentication-results:")
+    ]
+
+
+def test_a_spoofed_sender_gets_spf_fail_and_forged_verdicts_are_removed(net):
+    _, subject = message(ALICE, BOB)
+    forged = (
+        b"Authentication-Results: mx1.beta.lab.test; spf=pass\r\n"
+        b"\tsmtp.mailfrom=alice@alpha.lab.test; dkim=pass header.d=alpha.lab.test\r\n"
+        b"Authentication-Results: (comment) MX1.Beta.Lab.Test; dmarc=pass\r\n"
+        b"Authentication-Results: mx.elsewhere.test; spf=fail smtp.mailfrom=x@y.test\r\n"
+        + f"From: <{ALICE}>\r\nTo: <{BOB}>\r\nSubject: {subject}\r\n\r\n".encode()
+        + b"Authentication-Results: mx1.beta.lab.test; a body line, not a header\r\n"
+    )
+    # Straight to B's port 25 from 127.0.0.7, an address alpha.lab.test's SPF does not list.
+    with smtplib.SMTP(ADDRESSES["b"], 25, timeout=20, source_address=("127.0.0.7", 0)) as client:
+        client.sendmail(ALICE, [BOB], forged)
+    stored = arrives(net["b"], "bob", "beta.lab.test", subject)
+    headers = results_headers(stored)
+    assert headers == [
+        b"Authentication-Results: mx1.beta.lab.test; spf=fail smtp.mailfrom=alice@alpha.lab.test;"
+        b" dkim=none",
+        b"Authentication-Results: mx.elsewhere.test; spf=fail smtp.mailfrom=x@y.test",
+    ]
+    assert stored.endswith(b"\r\n\r\nAuthentication-Results: mx1.beta.lab.test; a body line, "
+                           b"not a header\r\n")  # fmt: skip
 
 
 def test_first_mx_down_the_second_takes_the_mail(net):

@@ -11,19 +11,25 @@ from mailops.runtime.delivery.resolver import DnsError, MxRecord
 class FakeDns:
     """Answers from dicts; a DnsError value is raised; a missing name does not exist."""
 
-    def __init__(self, mx=None, addresses=None, txt=None) -> None:
+    def __init__(self, mx=None, addresses=None, txt=None, ptr=None) -> None:
         self.mx_answers = mx or {}
         self.address_answers = addresses or {}
         self.txt_answers = txt or {}
+        self.ptr_answers = ptr or {}
         self.asked: list[str] = []
 
     async def mx(self, domain: str) -> list[MxRecord] | None:
         self.asked.append(f"MX {domain}")
         return self._answer(self.mx_answers, domain)
 
-    async def addresses(self, host: str) -> list[str]:
-        self.asked.append(f"A {host}")
-        return self._answer(self.address_answers, host) or []
+    async def addresses(self, host: str, rdtypes=("A", "AAAA")) -> list[str]:
+        self.asked.append(f"{'/'.join(rdtypes)} {host}")
+        found = self._answer(self.address_answers, host) or []
+        return [a for a in found if ("AAAA" if ":" in a else "A") in rdtypes]
+
+    async def ptr(self, address: str) -> list[str]:
+        self.asked.append(f"PTR {address}")
+        return self._answer(self.ptr_answers, address) or []
 
     async def txt(self, name: str) -> list[str] | None:
         self.asked.append(f"TXT {name}")

@@ -125,3 +125,29 @@ def test_a_connection_is_reused_for_the_next_message():
     opened, received = run(scenario())
     assert opened == 1
     assert [r for _, [r] in received] == [f"r{n}@far.test" for n in range(5)]
+
+
+def test_mail_leaves_from_the_one_address_the_listener_is_bound_to():
+    from mailops.runtime.delivery.client import source_addresses
+
+    assert source_addresses(["203.0.113.5", "127.0.0.1"]) == {
+        (4, False): "203.0.113.5",
+        (4, True): "127.0.0.1",  # loopback targets only: it could reach nothing else
+    }
+    assert source_addresses(["0.0.0.0", "::"]) == {}  # the kernel chooses
+    assert source_addresses(["203.0.113.5", "203.0.113.6"]) == {}  # which one? the kernel's
+    assert source_addresses(["2001:db8::25"]) == {(6, False): "2001:db8::25"}
+
+    async def scenario():
+        handler = Handler()
+        server, port = await serve(handler)
+        pool = Pool("mx.here.test", listen=["127.0.0.1"])
+        assert pool._source("127.0.0.1") == ("127.0.0.1", 0)
+        assert pool._source("192.0.2.1") is None
+        outcomes = await deliver(pool, [Target("mx.far.test", "127.0.0.1", port)],
+                                 "a@here.test", ["b@far.test"], MESSAGE)  # fmt: skip
+        await pool.close()
+        server.close()
+        return outcomes
+
+    assert run(scenario())["b@far.test"].state == "delivered"

@@ -1,5 +1,5 @@
 """DKIM: signing with the domain's key file (as render writes it), verification
-round trips, and the Authentication-Results header for inbound mail."""
+round trips, and the dkim= verdicts of the Authentication-Results header."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import dkim as dkimpy
 import pytest
 
 from mailops.render import dkim as render_dkim
-from mailops.runtime.delivery.dkim import Signer, authentication_results, load_signing_key, sign
+from mailops.runtime.delivery.dkim import Signer, load_signing_key, sign, verdicts
 from tests.runtime.delivery_fakes import FakeDns, config
 
 MESSAGE = (
@@ -66,17 +66,15 @@ def test_an_unusable_key_sends_the_message_unsigned(tmp_path):
     assert Signer().sign(MESSAGE, "alice@here.test", conf) == MESSAGE
 
 
-def test_authentication_results_pass_fail_none(key):
+def test_verdicts_pass_fail_none(key):
     path, record = key
     signed = sign(MESSAGE, "here.test", "s1", load_signing_key(path))
-    header = asyncio.run(authentication_results(signed, "mx.far.test", dns_for(record)))
-    assert header.startswith(b"Authentication-Results: mx.far.test;\r\n\tdkim=pass ")
-    assert re.search(rb"header\.d=here\.test header\.s=s1 header\.b=\S{8}\r\n$", header)
+    [verdict] = asyncio.run(verdicts(signed, dns_for(record)))
+    assert re.fullmatch(r"dkim=pass header\.d=here\.test header\.s=s1 header\.b=\S{8}", verdict)
     tampered = signed.replace(b"Body line.", b"Body lime.")
-    header = asyncio.run(authentication_results(tampered, "mx.far.test", dns_for(record)))
-    assert b"dkim=fail " in header
-    header = asyncio.run(authentication_results(MESSAGE, "mx.far.test", dns_for(record)))
-    assert header == b"Authentication-Results: mx.far.test; dkim=none\r\n"
+    [verdict] = asyncio.run(verdicts(tampered, dns_for(record)))
+    assert verdict.startswith("dkim=fail ")
+    assert asyncio.run(verdicts(MESSAGE, dns_for(record))) == ["dkim=none"]
 
 
 def test_missing_key_is_permerror_and_dns_trouble_temperror(key):
@@ -84,8 +82,23 @@ def test_missing_key_is_permerror_and_dns_trouble_temperror(key):
 
     path, _ = key
     signed = sign(MESSAGE, "here.test", "s1", load_signing_key(path))
-    header = asyncio.run(authentication_results(signed, "mx.far.test", FakeDns()))
-    assert b"dkim=permerror " in header
+    [verdict] = asyncio.run(verdicts(signed, FakeDns()))
+    assert verdict.startswith("dkim=permerror ")
     broken = FakeDns(txt={"s1._domainkey.here.test": DnsError("timed out", permanent=False)})
-    header = asyncio.run(authentication_results(signed, "mx.far.test", broken))
-    assert b"dkim=temperror " in header
+    [verdict] = asyncio.run(verdicts(signed, broken))
+    assert verdict.startswith("dkim=temperror ")
+
+
+def test_the_from_domain_is_matched_whole_and_in_any_case(key, tmp_path):
+    path, _ = key
+    conf = config(tmp_path, domains={"here.test": {"role": "mailbox", "dkim_selector": "s1",
+                                                   "dkim_key": str(path)}})  # fmt: skip
+    signer = Signer()
+    # From names the served domain in capitals; the envelope is a list's: signed as here.test.
+    shouted = MESSAGE.replace(b"alice@here.test", b"ALICE@HERE.TEST")
+    signed = signer.sign(shouted, "list-bounces@far.test", conf)
+    assert b" d=here.test;" in signed.split(b"\r\n\r\n")[0].replace(b"\r\n\t", b" ")
+    # A From domain that merely ends in a served one is not it: the sender's counts.
+    sub = MESSAGE.replace(b"alice@here.test", b"alice@sub.here.test")
+    assert signer.sign(sub, "alice@here.test", conf).startswith(b"DKIM-Signature:")
+    assert signer.sign(sub, "x@far.test", conf) == sub

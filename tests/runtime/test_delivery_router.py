@@ -167,3 +167,52 @@ def test_mta_sts_enforce_keeps_listed_hosts_with_verified_tls(tmp_path):
     with pytest.raises(RouteError) as info:
         route(tmp_path, dns, Destination("mx", "far.test"), policy=nobody)
     assert info.value.status == "4.7.5"  # waits for a fixed policy, never bounces
+
+
+def test_a_failing_dns_server_is_asked_once_in_a_while_not_per_lookup(monkeypatch):
+    from mailops.runtime.delivery import resolver as resolver_module
+    from mailops.runtime.delivery.resolver import Dns, make_resolver
+
+    asked = []
+
+    async def refused(name, rdtype):
+        asked.append((name, rdtype))
+        raise DnsError(f"{name} {rdtype}: DNS lookup failed (no server answered)", permanent=False)
+
+    dns = Dns(make_resolver(["127.0.0.1:1"]))
+    monkeypatch.setattr(dns, "_ask", refused)
+
+    async def scenario():
+        for _ in range(5):
+            with pytest.raises(DnsError) as caught:
+                await dns.txt("down.test")
+            assert not caught.value.permanent
+        monkeypatch.setattr(resolver_module, "FAILURE_SECONDS", 0.0)
+        with pytest.raises(DnsError):
+            await dns.mx("down.test")  # another type: asked
+        dns.forget_failures()
+        with pytest.raises(DnsError):
+            await dns.txt("down.test")  # forgotten (a reload): asked again
+
+    asyncio.run(scenario())
+    assert asked == [("down.test", "TXT"), ("down.test", "MX"), ("down.test", "TXT")]
+
+
+def test_the_same_question_asked_at_once_is_sent_once(monkeypatch):
+    from mailops.runtime.delivery.resolver import Dns, make_resolver
+
+    asked = []
+
+    async def slow(name, rdtype):
+        asked.append((name, rdtype))
+        await asyncio.sleep(0.05)
+        return None  # "no records of this type"
+
+    dns = Dns(make_resolver(["127.0.0.1:1"]))
+    monkeypatch.setattr(dns, "_ask", slow)
+
+    async def scenario():
+        return await asyncio.gather(*(dns.txt("busy.test") for _ in range(20)), dns.mx("busy.test"))
+
+    assert asyncio.run(scenario()) == [None] * 21
+    assert asked == [("busy.test", "TXT"), ("busy.test", "MX")]

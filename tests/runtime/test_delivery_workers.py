@@ -135,3 +135,39 @@ def test_nothing_bounces_to_the_null_sender(world):
     queue = asyncio.run(run_until_idle(conf, directory, ("", ["b@far.test"], MESSAGE)))
     assert queue.list() == []
     assert inbox(conf) == []
+
+
+def test_a_deep_queue_starts_going_out_before_it_has_all_been_read(world, monkeypatch):
+    import threading
+
+    conf, directory, _, _ = world
+    first_sent = threading.Event()
+    pieces: list[bool] = []  # per piece the scheduler read: was mail moving by then?
+    real_entries = Queue.entries
+
+    def entries(self, ids, states):
+        if threading.current_thread() is not threading.main_thread():  # not the test's list()
+            # The first piece is read at once; the later ones wait until mail moves.
+            pieces.append(first_sent.wait(5) if pieces else False)
+        return real_entries(self, ids, states)
+
+    async def fake_deliver(pool, targets, sender, recipients, message):
+        first_sent.set()
+        return {r: Outcome.reply(250, "2.0.0 ok", targets[0].host) for r in recipients}
+
+    monkeypatch.setattr(workers, "RESCAN_PIECE", 2)
+    monkeypatch.setattr(Queue, "entries", entries)
+    monkeypatch.setattr(workers, "deliver", fake_deliver)
+
+    async def scenario():
+        committer = GroupCommit()
+        queue = Queue(conf.data_dir)
+        for n in range(6):
+            _, pending = queue.prepare("alice@here.test", [f"r{n}@far.test"], MESSAGE)
+            await committer.commit([pending])
+        await committer.close()
+        return await run_until_idle(conf, directory)
+
+    queue = asyncio.run(scenario())
+    assert queue.list() == []
+    assert pieces == [False, True, True]

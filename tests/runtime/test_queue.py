@@ -221,3 +221,15 @@ def test_corrupt_retry_state_starts_over(tmp_path: Path) -> None:
     assert entry.attempts == 0
     queue.record_attempt(queue_id, "451 later", 5.0)
     assert queue.list()[0].attempts == 1
+
+
+def test_message_reads_just_the_message(tmp_path: Path) -> None:
+    queue = Queue(tmp_path)
+    queue_id = enqueue(queue)
+    queue.record_attempt(queue_id, "451 later", time.time() + 60)
+    assert queue.message(queue_id) == RAW
+    queue.delete(queue_id)
+    with pytest.raises(NoSuchEntry):
+        queue.message(queue_id)
+    with pytest.raises(NoSuchEntry):
+        queue.message("../secret")

@@ -6,6 +6,13 @@ next target (RFC 5321 §5.1); a 2xx or 5xx for a recipient is final. Every
 recipient comes back with an `Outcome`: delivered, failed (bounce) or deferred
 (retry).
 
+Sessions are set up by aiosmtplib (connect, EHLO, STARTTLS, AUTH) and then
+handed to `Wire`, which sends MAIL, every RCPT and DATA in one write when the
+server offers PIPELINING (RFC 2920) and one at a time when it does not.
+
+Connections leave from the address the SMTP listener is bound to, when it is one
+address of the target's kind (the address SPF and the MX records name).
+
 Sessions are pooled: after a transaction the connection stays open for a few
 seconds and the next message for the same server reuses it (RSET semantics are
 implied by a completed transaction), as Postfix's connection cache does. On MX
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import ssl
 from collections.abc import Sequence
@@ -28,11 +36,14 @@ from typing import Literal
 import aiosmtplib
 
 from mailops.runtime.delivery.router import Target
+from mailops.runtime.delivery.wire import Reply, Wire, WireError
 from mailops.runtime.log import log
 
 IDLE_SECONDS = 5.0  # how long an unused connection is kept for the next message
 MAX_USES = 100  # messages per connection before it is closed and opened afresh
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in an address: it would end the command line
 
 State = Literal["delivered", "failed", "deferred"]
 
@@ -75,15 +86,23 @@ class SessionError(Exception):
 @dataclass(eq=False)
 class Connection:
     target: Target
-    smtp: aiosmtplib.SMTP
+    wire: Wire
     tls: bool
+    extensions: dict[str, str]  # EHLO keywords (lowercase) → their parameters
     uses: int = 0
+    # Between transactions: every reply read and no envelope open on the server.
+    # Only a clean connection goes back to the pool.
+    clean: bool = True
     idle_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def pipelining(self) -> bool:
+        return "pipelining" in self.extensions
 
     def close(self) -> None:
         if self.idle_timer is not None:
             self.idle_timer.cancel()
-        self.smtp.close()
+        self.wire.close()
 
 
 class NamedContext(ssl.SSLContext):
@@ -130,8 +149,10 @@ class Pool:
         ca_file: Path | None = None,
         connect_timeout: float = 30.0,
         command_timeout: float = 300.0,
+        listen: Sequence[str] = (),
     ) -> None:
         self.hostname = hostname
+        self.sources = source_addresses(listen)
         self.ca_file = ca_file
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
@@ -148,13 +169,14 @@ class Pool:
             conn = idle.pop()
             if conn.idle_timer is not None:
                 conn.idle_timer.cancel()
-            if conn.smtp.is_connected:
+            if conn.wire.ready:
                 return conn, True
+            conn.close()  # closed by the server, or it spoke out of turn (a 421 goodbye)
         return await self._open(target, starttls=True), False
 
     def release(self, conn: Connection, *, reusable: bool) -> None:
         conn.uses += 1
-        if not reusable or conn.uses >= MAX_USES or not conn.smtp.is_connected:
+        if not (reusable and conn.clean) or conn.uses >= MAX_USES or not conn.wire.ready:
             conn.close()
             return
         idle = self._idle.setdefault(conn.target.pool_key, [])
@@ -187,6 +209,7 @@ class Pool:
             use_tls=implicit,
             start_tls=False,
             tls_context=verified_context(self.ca_file, target.host) if implicit else None,
+            source_address=self._source(target.address),
         )
         try:
             await smtp.connect(timeout=self.connect_timeout)
@@ -198,6 +221,8 @@ class Pool:
                 tls = True
             if target.username:
                 await smtp.login(target.username, _read_secret(target.password_file))
+            extensions = dict(smtp.esmtp_extensions)
+            wire = Wire.adopt(smtp, self.command_timeout)
         except SessionError:
             smtp.close()
             raise
@@ -215,7 +240,14 @@ class Pool:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             smtp.close()
             raise SessionError(_session_failure(target, exc)) from None
-        return Connection(target, smtp, tls)
+        return Connection(target, wire, tls, extensions)
+
+    def _source(self, address: str) -> tuple[str, int] | None:
+        """Where connections to `address` come from: this host's SMTP address of that
+        family, the one its SPF record and MX names — or the kernel's choice."""
+        ip = ipaddress.ip_address(address)
+        source = self.sources.get((ip.version, ip.is_loopback))
+        return (source, 0) if source else None
 
     def _wants_starttls(self, target: Target, smtp: aiosmtplib.SMTP, allowed: bool) -> bool:
         if target.tls == "verify":
@@ -235,6 +267,18 @@ class Pool:
         await _hello(smtp)
 
 
+def source_addresses(listen: Sequence[str]) -> dict[tuple[int, bool], str]:
+    """(IP version, loopback) → the address to send from, for a host whose SMTP
+    listener is bound to exactly one address of that kind (like Postfix with one
+    inet_interfaces address). A wildcard or several addresses: the kernel chooses."""
+    by_kind: dict[tuple[int, bool], set[str]] = {}
+    for text in listen:
+        ip = ipaddress.ip_address(text)
+        if not ip.is_unspecified:
+            by_kind.setdefault((ip.version, ip.is_loopback), set()).add(ip.compressed)
+    return {kind: found.pop() for kind, found in by_kind.items() if len(found) == 1}
+
+
 async def _hello(smtp: aiosmtplib.SMTP) -> None:
     try:
         await smtp.ehlo()
@@ -245,8 +289,9 @@ async def _hello(smtp: aiosmtplib.SMTP) -> None:
 
 
 async def _quit(conn: Connection) -> None:
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-        await asyncio.wait_for(conn.smtp.quit(), 5)
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(5):
+            await conn.wire.command(b"QUIT\r\n")
     conn.close()
 
 
@@ -286,72 +331,142 @@ async def transact(
     conn: Connection, sender: str, recipients: Sequence[str], message: bytes
 ) -> dict[str, Outcome]:
     """MAIL, RCPT for each, DATA: the outcome per recipient. SessionError when the
-    session broke or a 4xx/421 answered MAIL or DATA (the next server may do better)."""
-    smtp, host = conn.smtp, conn.target.host
-    options, encoding = _mail_options(smtp, host, sender, recipients, message)
-    if isinstance(options, Outcome):
-        return dict.fromkeys(recipients, options)
+    session broke or a 4xx/421 answered MAIL or DATA (the next server may do better).
+
+    With PIPELINING, MAIL, every RCPT and DATA go in one write and their replies
+    are read in order (RFC 2920 §3.1); the message itself still waits for the
+    354. Without it, each command waits for the reply to the one before.
+    """
+    refusal = _refusal(conn.target.host, conn.extensions, sender, recipients, message)
+    if refusal is not None:
+        return dict.fromkeys(recipients, refusal)
+    utf8 = not all(a.isascii() for a in (sender, *recipients))
+    mail = _mail_command(conn.extensions, sender, message, utf8)
+    rcpts = [_line(f"RCPT TO:<{rcpt}>", utf8) for rcpt in recipients]
+    conn.clean = False  # until the transaction is known to be over
     try:
-        await smtp.mail(sender, options=options, encoding=encoding)
-    except aiosmtplib.SMTPSenderRefused as exc:
-        return _refused(exc.code, exc.message, host, recipients, stale=False)
-    except (aiosmtplib.SMTPServerDisconnected, OSError) as exc:
-        # Nothing was accepted yet, so a fresh connection may safely try again.
-        raise SessionError(_session_failure(conn.target, exc), stale=True) from None
+        if conn.pipelining:
+            conn.wire.send(b"".join([mail, *rcpts, b"DATA\r\n"]))
+        first = await _ask(conn, mail)
+    except WireError as exc:
+        # No reply to MAIL, so certainly no 354: nobody has the message, and a
+        # fresh connection may safely try again.
+        raise SessionError(_lost(conn.target, exc), stale=True) from None
+    except (OSError, TimeoutError) as exc:
+        raise SessionError(_lost(conn.target, exc)) from None
     try:
-        return await _recipients_and_data(smtp, host, recipients, message, encoding)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+        return await _after_mail(conn, first, recipients, rcpts, message)
+    except (OSError, TimeoutError) as exc:
         # Lost mid-transaction: nobody is known to have the message; all wait.
-        raise SessionError(_session_failure(conn.target, exc)) from None
+        raise SessionError(_lost(conn.target, exc)) from None
 
 
-async def _recipients_and_data(smtp, host, recipients, message, encoding) -> dict[str, Outcome]:
+async def _ask(conn: Connection, line: bytes) -> Reply:
+    """The reply to `line`: sent now, or already sent with the rest of the pipeline."""
+    if not conn.pipelining:
+        conn.wire.send(line)
+    return await conn.wire.reply()
+
+
+async def _after_mail(conn, mail: Reply, recipients, rcpts, message) -> dict[str, Outcome]:
+    host = conn.target.host
+    if mail.code // 100 != 2:
+        # Pipelined RCPTs and DATA are refused in turn; rather than read those
+        # replies the connection is dropped (it stays unclean).
+        return _final(mail, host, recipients)
     outcomes: dict[str, Outcome] = {}
     accepted: list[str] = []
-    for rcpt in recipients:
-        try:
-            await smtp.rcpt(rcpt, encoding=encoding)
+    for rcpt, line in zip(recipients, rcpts, strict=True):
+        reply = await _ask(conn, line)
+        if reply.code // 100 == 2:
             accepted.append(rcpt)
-        except aiosmtplib.SMTPRecipientRefused as exc:
-            outcomes[rcpt] = Outcome.reply(exc.code, exc.message, host)
-            if exc.code == 421:
-                raise SessionError(outcomes[rcpt]) from None
-    if not accepted:
-        await smtp.rset()
+            continue
+        outcomes[rcpt] = Outcome.reply(reply.code, reply.text, host)
+        if reply.code == 421:  # the server is closing the session
+            raise SessionError(outcomes[rcpt])
+    if not accepted and not conn.pipelining:
+        await _reset(conn)
         return outcomes
-    try:
-        response = await smtp.data(message)
-    except aiosmtplib.SMTPDataError as exc:
-        return outcomes | _refused(exc.code, exc.message, host, accepted, stale=False)
-    outcomes.update(dict.fromkeys(accepted, Outcome.reply(response.code, response.message, host)))
-    return outcomes
+    start = await _ask(conn, b"DATA\r\n")
+    if start.code != 354:
+        if accepted:
+            return outcomes | _final(start, host, accepted)
+        await _reset(conn)  # DATA refused for want of a recipient, as it should be
+        return outcomes
+    if not accepted:
+        # A server that says 354 with no recipient: RFC 2920 §3.1 ends it with a lone dot.
+        await conn.wire.command(b".\r\n")
+        conn.clean = True
+        return outcomes
+    conn.wire.send(_data_block(message))
+    end = await conn.wire.reply()
+    conn.clean = True  # the final reply, whatever it says, ends the transaction
+    return outcomes | _final(end, host, accepted)
 
 
-def _refused(code, message, host, recipients, *, stale: bool) -> dict[str, Outcome]:
-    outcome = Outcome.reply(code, message, host)
+async def _reset(conn: Connection) -> None:
+    """End a transaction that got no recipient, so the session can carry the next."""
+    reply = await conn.wire.command(b"RSET\r\n")
+    conn.clean = reply.code // 100 == 2
+
+
+def _final(reply: Reply, host: str, recipients) -> dict[str, Outcome]:
+    """One reply that answers for all `recipients`; a 4xx goes to the next server."""
+    outcome = Outcome.reply(reply.code, reply.text, host)
     if outcome.state == "deferred":
-        raise SessionError(outcome, stale=stale)
+        raise SessionError(outcome)
     return dict.fromkeys(recipients, outcome)
 
 
-def _mail_options(smtp, host, sender, recipients, message) -> tuple[list[str] | Outcome, str]:
-    """MAIL FROM parameters, or the Outcome that makes sending pointless."""
-    options: list[str] = []
-    if smtp.supports_extension("size"):
-        limit = smtp.esmtp_extensions.get("size", "")
-        if limit.isdigit() and 0 < int(limit) < len(message):
-            text = f"message of {len(message)} bytes exceeds the server's limit of {limit}"
-            return Outcome.local("failed", "5.3.4", text, host), "ascii"
-        options.append(f"SIZE={len(message)}")
-    if smtp.supports_extension("8bitmime") and any(b > 0x7F for b in message):
-        options.append("BODY=8BITMIME")
-    if not all(a.isascii() for a in (sender, *recipients)):
-        if not smtp.supports_extension("smtputf8"):
-            text = "the server does not accept internationalised addresses (SMTPUTF8)"
-            return Outcome.local("failed", "5.6.7", text, host), "utf-8"
-        options.append("SMTPUTF8")
-        return options, "utf-8"
-    return options, "ascii"
+def _refusal(host, extensions, sender, recipients, message) -> Outcome | None:
+    """The Outcome that makes sending pointless, if there is one."""
+    limit = extensions.get("size", "")
+    if limit.isdigit() and 0 < int(limit) < len(message):
+        text = f"message of {len(message)} bytes exceeds the server's limit of {limit}"
+        return Outcome.local("failed", "5.3.4", text, host)
+    if any(_CONTROL.search(address) for address in (sender, *recipients)):
+        return Outcome.local("failed", "5.1.3", "control character in an address", host)
+    if not all(a.isascii() for a in (sender, *recipients)) and "smtputf8" not in extensions:
+        text = "the server does not accept internationalised addresses (SMTPUTF8)"
+        return Outcome.local("failed", "5.6.7", text, host)
+    return None
+
+
+def _mail_command(extensions, sender: str, message: bytes, utf8: bool) -> bytes:
+    words = [f"MAIL FROM:<{sender}>"]
+    if "size" in extensions:
+        words.append(f"SIZE={len(message)}")
+    if "8bitmime" in extensions and not message.isascii():
+        words.append("BODY=8BITMIME")
+    if utf8:
+        words.append("SMTPUTF8")
+    return _line(" ".join(words), utf8)
+
+
+def _line(text: str, utf8: bool) -> bytes:
+    return (text + "\r\n").encode("utf-8" if utf8 else "ascii")
+
+
+def _data_block(message: bytes) -> bytes:
+    """The message as DATA sends it (RFC 5321 §4.5.2): CRLF line ends, a dot
+    doubled at the start of a line, then the line with the lone dot."""
+    crlf = message.count(b"\r\n")
+    if not message.count(b"\r") == message.count(b"\n") == crlf:  # a bare CR or LF
+        message = _LINE_END.sub(b"\r\n", message)
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    message = message.replace(b"\r\n.", b"\r\n..")
+    if message.startswith(b"."):
+        message = b"." + message
+    return message + b".\r\n"
+
+
+def _lost(target: Target, exc: Exception) -> Outcome:
+    where = f"{target.host} [{target.address}]:{target.port}"
+    if isinstance(exc, TimeoutError):
+        return Outcome.local("deferred", "4.4.2", f"{where}: timed out", target.host)
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return Outcome.local("deferred", "4.4.2", f"{where}: {reason}", target.host)
 
 
 async def deliver(

@@ -6,9 +6,9 @@ of the From: header when this host serves it (what DMARC aligns with), else
 the envelope sender's. A key that cannot be used is logged and the message goes
 unsigned: a missing signature costs some reputation, a stuck queue costs mail.
 
-Verification adds one `Authentication-Results` header (RFC 8601) to mail
-received on port 25; the verdict is information for filters and users, never
-a reason to refuse mail (yet).
+Verification gives the `dkim=` verdicts of the `Authentication-Results` header
+(RFC 8601, authres.py) of mail received on port 25: information for filters
+and users, never a reason to refuse mail (yet).
 """
 
 from __future__ import annotations
@@ -65,13 +65,22 @@ def load_signing_key(path: Path) -> SigningKey:
     raise ValueError(f"{type(key).__name__} keys cannot sign DKIM")
 
 
-def header_from_domain(message: bytes) -> str | None:
+def header_from_domain(message: bytes, among: frozenset[str] | None = None) -> str | None:
+    """The domain of the single From: address. With `among`, None unless it is
+    one of those: the address parser then only runs when one of them appears."""
     match = _FROM.search(header_block(message))
     if match is None:
         return None
-    value = match.group(1).decode("utf-8", "replace")
-    addresses = [a for _, a in email.utils.getaddresses([value]) if "@" in a]
-    return addresses[0].rpartition("@")[2].lower().rstrip(".") if len(addresses) == 1 else None
+    raw = match.group(1)
+    if among is not None and not any(d.encode() in raw.lower() for d in among):
+        return None
+    addresses = [
+        a for _, a in email.utils.getaddresses([raw.decode("utf-8", "replace")]) if "@" in a
+    ]
+    if len(addresses) != 1:
+        return None
+    domain = addresses[0].rpartition("@")[2].lower().rstrip(".")
+    return domain if among is None or domain in among else None
 
 
 def sign(message: bytes, domain: str, selector: str, key: SigningKey) -> bytes:
@@ -97,6 +106,7 @@ class Signer:
 
     def __init__(self) -> None:
         self._keys: dict[Path, tuple[int, SigningKey]] = {}
+        self._signing: tuple[RuntimeConfig, frozenset[str]] | None = None
 
     def sign(self, message: bytes, sender: str, config: RuntimeConfig) -> bytes:
         domain = self._domain(message, sender, config)
@@ -112,11 +122,25 @@ class Signer:
             return message
 
     def _domain(self, message: bytes, sender: str, config: RuntimeConfig) -> str | None:
-        for domain in (header_from_domain(message), sender.rpartition("@")[2].lower()):
-            conf = config.domains.get(domain or "")
-            if conf is not None and conf.dkim_key is not None and conf.dkim_selector:
-                return domain
-        return None
+        signing = self._signing_domains(config)
+        if not signing:
+            return None
+        from_domain = header_from_domain(message, among=signing)
+        if from_domain is not None:
+            return from_domain
+        domain = sender.rpartition("@")[2].lower()
+        return domain if domain in signing else None
+
+    def _signing_domains(self, config: RuntimeConfig) -> frozenset[str]:
+        """The domains with a key, worked out once per configuration (reloads replace it)."""
+        if self._signing is None or self._signing[0] is not config:
+            names = frozenset(
+                name
+                for name, conf in config.domains.items()
+                if conf.dkim_key is not None and conf.dkim_selector
+            )
+            self._signing = (config, names)
+        return self._signing[1]
 
     def _key(self, path: Path) -> SigningKey:
         version = path.stat().st_mtime_ns
@@ -130,13 +154,17 @@ class Signer:
 # ---------------------------------------------------------------- verification
 
 
-async def authentication_results(message: bytes, hostname: str, dns: Dns) -> bytes:
-    """The `Authentication-Results:` header line (CRLF-terminated) for `message`."""
-    if _SIGNATURE.search(header_block(message)) is None:
-        return f"Authentication-Results: {hostname}; dkim=none\r\n".encode()
-    verdicts = await _verify_all(message, dns)
-    body = ";\r\n\t".join(verdicts) if verdicts else "dkim=none"
-    return f"Authentication-Results: {hostname};\r\n\t{body}\r\n".encode()
+def signed(message: bytes) -> bool:
+    """Whether the header has a DKIM-Signature (to verify)."""
+    return _SIGNATURE.search(header_block(message)) is not None
+
+
+async def verdicts(message: bytes, dns: Dns) -> list[str]:
+    """One `dkim=<result> header.d=… header.s=… header.b=…` per signature
+    (at most MAX_SIGNATURES), or just `dkim=none`."""
+    if not signed(message):
+        return ["dkim=none"]
+    return await _verify_all(message, dns) or ["dkim=none"]
 
 
 async def _verify_all(message: bytes, dns: Dns) -> list[str]:

@@ -1,4 +1,4 @@
-"""DNS for delivery: MX, address and TXT lookups with dnspython's async resolver.
+"""DNS for delivery and SPF: MX, address, TXT and PTR lookups with dnspython's async resolver.
 
 Answers are classified the way delivery needs them: a name that does not exist
 is a permanent fact (the mail bounces), a server that does not answer is a
@@ -7,16 +7,26 @@ temporary one (the mail waits), and "no records of this type" is an answer.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import time
 from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
 import dns.nameserver
 import dns.resolver
+import dns.reversename
 
 TIMEOUT = 5.0  # per server and query
 LIFETIME = 15.0  # per lookup, over every server and retry
+# dnspython caches answers and "no such name" by their TTLs, but not a server that
+# failed (SERVFAIL, REFUSED, timeouts). RFC 2308 §7.1 lets a resolver remember
+# that for up to five minutes; a few seconds are enough that a domain whose DNS is
+# broken costs one lookup, not one per message (SPF of each inbound message, the
+# jobs of a deep queue), while a fixed server is asked again soon.
+FAILURE_SECONDS = 5.0
+FAILURE_LIMIT = 10_000
 
 
 class DnsError(Exception):
@@ -70,6 +80,14 @@ class Dns:
 
     def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
         self.resolver = resolver
+        self._failures: dict[tuple[str, str], tuple[float, str]] = {}  # → (until, why)
+        # Lookups under way: sessions asking the same at once (the SPF record of a
+        # busy sender) share one query.
+        self._asking: dict[tuple[str, str], asyncio.Future] = {}
+
+    def forget_failures(self) -> None:
+        """New servers (a reload): what the old ones failed to answer is worth asking."""
+        self._failures.clear()
 
     async def mx(self, domain: str) -> list[MxRecord] | None:
         """The domain's MX records; None when it has none (but exists)."""
@@ -80,11 +98,12 @@ class Dns:
             MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True).lower()) for r in answer
         ]
 
-    async def addresses(self, host: str) -> list[str]:
-        """IPv4 then IPv6 addresses of `host`; [] when it has none."""
+    async def addresses(self, host: str, rdtypes: tuple[str, ...] = ("A", "AAAA")) -> list[str]:
+        """IPv4 then IPv6 addresses of `host` (or just the `rdtypes` asked for);
+        [] when it has none."""
         found: list[str] = []
         errors: list[DnsError] = []
-        for rdtype in ("A", "AAAA"):
+        for rdtype in rdtypes:
             try:
                 answer = await self._query(host, rdtype)
             except DnsError as exc:
@@ -103,7 +122,41 @@ class Dns:
             return None
         return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
 
+    async def ptr(self, address: str) -> list[str]:
+        """The names the reverse zone gives `address` (lowercase, no final dot)."""
+        name = dns.reversename.from_address(address).to_text(omit_final_dot=True)
+        answer = await self._query(name, "PTR")
+        return [r.target.to_text(omit_final_dot=True).lower() for r in answer or ()]
+
     async def _query(self, name: str, rdtype: str):
+        failed = self._failures.get((name, rdtype))
+        if failed is not None and failed[0] > time.monotonic():
+            raise DnsError(failed[1], permanent=False)  # a new one: tracebacks never pile up
+        key = (name, rdtype)
+        asking = self._asking.get(key)
+        if asking is None:
+            asking = asyncio.ensure_future(self._ask(name, rdtype))
+            self._asking[key] = asking
+            asking.add_done_callback(lambda done: self._asked(key, done))
+        return await asyncio.shield(asking)  # one asker cancelled: the others still wait
+
+    def _asked(self, key: tuple[str, str], done: asyncio.Future) -> None:
+        self._asking.pop(key, None)
+        if done.cancelled():
+            return
+        error = done.exception()  # retrieved even when every asker was cancelled
+        if isinstance(error, DnsError) and not error.permanent:
+            self._remember(*key, str(error))
+
+    def _remember(self, name: str, rdtype: str, error: str) -> None:
+        now = time.monotonic()
+        if len(self._failures) >= FAILURE_LIMIT:
+            self._failures = {k: v for k, v in self._failures.items() if v[0] > now}
+            if len(self._failures) >= FAILURE_LIMIT:
+                self._failures.clear()
+        self._failures[(name, rdtype)] = (now + FAILURE_SECONDS, error)
+
+    async def _ask(self, name: str, rdtype: str):
         try:
             return await self.resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN:

@@ -14,6 +14,7 @@ that blocks port 25). Bounces and forwards of outside senders go by MX.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -124,20 +125,37 @@ class Router:
         self.rng = rng or random.SystemRandom()
         self.port = port
         self._cache: dict[Destination, tuple[float, list[Target]]] = {}
+        self._lookups: dict[Destination, asyncio.Future[list[Target]]] = {}
 
     async def targets(self, dest: Destination) -> list[Target]:
         """The servers to try, best first; RouteError when there are none."""
         cached = self._cache.get(dest)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        # The jobs of a deep queue start together: one lookup answers all of them,
+        # so a domain's MX, addresses and MTA-STS policy are asked for once, not
+        # once per job. shield: a cancelled job does not cancel the others' answer.
+        lookup = self._lookups.get(dest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup_and_cache(dest))
+            self._lookups[dest] = lookup
+            lookup.add_done_callback(lambda done: self._looked_up(dest, done))
+        return await asyncio.shield(lookup)
+
+    async def _lookup_and_cache(self, dest: Destination) -> list[Target]:
         targets = await self._lookup(dest)
         # A busy queue sends many messages to one domain within seconds: reuse the
         # answer briefly (DNS answers are cached anyway; this saves the work around them).
+        now = time.monotonic()
         self._cache[dest] = (now + CACHE_SECONDS, targets)
         if len(self._cache) > CACHE_LIMIT:
             self._cache = {d: c for d, c in self._cache.items() if c[0] > now}
         return targets
+
+    def _looked_up(self, dest: Destination, done: asyncio.Future) -> None:
+        self._lookups.pop(dest, None)
+        if not done.cancelled():
+            done.exception()  # retrieved, even if every job that asked was cancelled
 
     async def _lookup(self, dest: Destination) -> list[Target]:
         if dest.kind == "relay":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailops.runtime.delivery import dkim
+from mailops.runtime.delivery import authres
 from mailops.runtime.delivery.client import Pool, verified_context
 from mailops.runtime.delivery.mtasts import MtaSts
 from mailops.runtime.delivery.resolver import Dns, make_resolver
@@ -30,6 +30,7 @@ class Delivery:
             ca_file=config.delivery.ca_file,
             connect_timeout=config.delivery.connect_timeout,
             command_timeout=config.delivery.command_timeout,
+            listen=[x.address for x in config.listeners if x.service == "smtp"],
         )
         deps = Deps(
             config=lambda: self.runtime.config,
@@ -50,6 +51,7 @@ class Delivery:
     def reloaded(self) -> None:
         """runtime.toml changed: new resolver servers take effect now."""
         self.dns.resolver = make_resolver(self.runtime.config.resolver)
+        self.dns.forget_failures()
 
     def queued(self, queue_id: str) -> None:
         self.scheduler.queued(queue_id)
@@ -60,5 +62,15 @@ class Delivery:
     async def stop(self, timeout: float) -> None:
         await self.scheduler.stop(timeout)
 
-    async def authentication_results(self, message: bytes) -> bytes:
-        return await dkim.authentication_results(message, self.runtime.config.hostname, self.dns)
+    async def authentication_results(
+        self, message: bytes, *, client_ip: str, helo: str, sender: str
+    ) -> bytes:
+        """The Authentication-Results header (SPF, DKIM) for a message received on 25."""
+        return await authres.header(
+            message, self.runtime.config.hostname, self.dns,
+            client_ip=client_ip, helo=helo, sender=sender,
+        )  # fmt: skip
+
+    def without_forged_results(self, message: bytes) -> bytes:
+        """`message` less the Authentication-Results headers that claim to be ours."""
+        return authres.strip_forged(message, self.runtime.config.hostname)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailops.runtime.config import RuntimeConfig
+from mailops.runtime.delivery.batch import Batched, each
 from mailops.runtime.delivery.bounce import Action, Report, build_dsn, dsn_files
 from mailops.runtime.delivery.client import Outcome, Pool, deliver
 from mailops.runtime.delivery.deleter import Deleter
@@ -45,6 +46,7 @@ from mailops.runtime.queue import CorruptEntry, NoSuchEntry, Queue, QueueEntry
 from mailops.runtime.store.maildir import MaildirDelivery
 
 RESCAN_SECONDS = 300.0  # look for entries nobody told us about (another process, a restore)
+RESCAN_PIECE = 256  # entries read per thread trip of a rescan; the first start at once
 MAX_RECIPIENTS_PER_JOB = 100  # RFC 5321 §4.5.3.1.8: every server takes at least 100
 MAX_PASSES = 20_000  # entries being attempted at once; the rest wait in `_due`
 
@@ -92,6 +94,8 @@ class Scheduler:
         self._due: dict[str, float] = {}  # queue id → when its next attempt is due
         self._known: dict[str, QueueEntry] = {}  # envelope and state, as last read or written
         self._deleter = Deleter(deps.queue)
+        # The envelope is known when a pass begins: an attempt reads just the message.
+        self._read: Batched[str, bytes] = Batched(each(deps.queue.message), name="mailops-reader")
         self._heap: list[tuple[float, str]] = []  # (due, id); stale pairs are skipped
         self._passes: dict[str, _Pass] = {}
         self._lines: dict[str, deque[_Job]] = {}  # destination key → jobs waiting
@@ -155,15 +159,24 @@ class Scheduler:
                     await asyncio.wait_for(self._wake.wait(), timeout=min(delay, RESCAN_SECONDS))
 
     async def _rescan(self) -> None:
+        """Read the queue's entries in pieces, and start the due ones of each piece
+        while the next is read: after a restart with a deep queue, delivery begins
+        within milliseconds rather than after every header has been read."""
+        queue = self.deps.queue
         try:
-            entries = await asyncio.to_thread(self.deps.queue.list)
+            ids, states = await asyncio.to_thread(queue.listing)
+            for start in range(0, len(ids), RESCAN_PIECE):
+                if self._stopping:
+                    return
+                piece = ids[start : start + RESCAN_PIECE]
+                for entry in await asyncio.to_thread(queue.entries, piece, states):
+                    if entry.id not in self._due and entry.id not in self._passes:
+                        self._known[entry.id] = entry
+                        self._set_due(entry.id, entry.next_attempt)
+                self._begin_due()
+                self._pump()
         except OSError as exc:
             log("delivery.rescan_failed", error=exc.strerror or exc)
-            return
-        for entry in entries:
-            if entry.id not in self._due and entry.id not in self._passes:
-                self._known[entry.id] = entry
-                self._set_due(entry.id, entry.next_attempt)
 
     def _set_due(self, queue_id: str, when: float) -> None:
         self._due[queue_id] = when
@@ -275,7 +288,7 @@ class Scheduler:
     async def _attempt(self, job: _Job) -> dict[str, Outcome]:
         entry = job.attempt.entry
         try:
-            _, message = await asyncio.to_thread(self.deps.queue.read, entry.id)
+            message = await self._read(entry.id)
         except (NoSuchEntry, CorruptEntry):
             job.attempt.aborted = True
             return {}

@@ -142,10 +142,22 @@ class Queue:
 
     def list(self) -> builtins.list[QueueEntry]:
         """Every committed entry, oldest first, reading only headers and states."""
+        return self.entries(*self.listing())
+
+    def listing(self) -> tuple[builtins.list[str], set[str]]:
+        """The ids of committed entries, oldest first, and the ids that have a state
+        file: one directory scan. `entries` reads them, in as many pieces as wanted."""
+        return self._ids()
+
+    def entries(self, ids: Sequence[str], states: set[str]) -> builtins.list[QueueEntry]:
+        """The entries of `ids` (from `listing`) still there, reading only headers and states."""
         entries = []
-        for queue_id in self._ids():
+        for queue_id in ids:
             try:
-                entries.append(self._load(queue_id, with_message=False)[0])
+                # Most entries have no state yet (never attempted): the listing says
+                # which do, so the others cost no failed open.
+                entry, _ = self._load(queue_id, with_message=False, state=queue_id in states)
+                entries.append(entry)
             except (NoSuchEntry, CorruptEntry):
                 continue  # delivered meanwhile, or moved aside (and logged)
             except OSError as exc:
@@ -162,6 +174,21 @@ class Queue:
         entry, message = self._load(queue_id, with_message=True)
         assert message is not None
         return entry, message
+
+    def message(self, queue_id: str) -> bytes:
+        """The message bytes alone, for a caller that knows the entry already: the
+        delivery workers read the envelope once, then the message for each attempt."""
+        self._check_id(queue_id)
+        try:
+            with open(self._entry_path(queue_id), "rb", buffering=0) as handle:
+                data = handle.readall()
+        except FileNotFoundError:
+            raise NoSuchEntry(queue_id) from None
+        header, newline, message = data.partition(b"\n")
+        if not newline or not header.startswith(b"{"):
+            self._move_aside(queue_id, "no header line")
+            raise CorruptEntry(f"queue entry {queue_id} has no header line; moved aside")
+        return message
 
     def delete(self, queue_id: str, *, sync: bool = True) -> None:
         """Remove a delivered entry and its state, durably.
@@ -267,17 +294,25 @@ class Queue:
         if not is_queue_id(queue_id):
             raise NoSuchEntry(queue_id)
 
-    def _ids(self) -> builtins.list[str]:
+    def _ids(self) -> tuple[builtins.list[str], set[str]]:
+        """The ids of committed entries, sorted, and the ids that have a state file."""
+        ids, states = [], set()
         with os.scandir(self.path) as entries:
-            ids = [
-                entry.name.removesuffix(ENTRY_SUFFIX)
-                for entry in entries
-                if entry.name.endswith(ENTRY_SUFFIX)
-                and is_queue_id(entry.name.removesuffix(ENTRY_SUFFIX))
-            ]
-        return sorted(ids)
+            for entry in entries:
+                stem, dot, suffix = entry.name.partition(".")
+                if not dot or not is_queue_id(stem):
+                    continue
+                if "." + suffix == ENTRY_SUFFIX:
+                    ids.append(stem)
+                elif "." + suffix == STATE_SUFFIX:
+                    states.add(stem)
+        return sorted(ids), states
 
-    def _load(self, queue_id: str, *, with_message: bool) -> tuple[QueueEntry, bytes | None]:
+    def _load(
+        self, queue_id: str, *, with_message: bool, state: bool = True
+    ) -> tuple[QueueEntry, bytes | None]:
+        """The entry (and its message); `state=False` when its state file is known
+        not to exist."""
         self._check_id(queue_id)
         try:
             handle = open(self._entry_path(queue_id), "rb")  # noqa: SIM115 - closed below
@@ -292,7 +327,7 @@ class Queue:
         except ValueError as exc:
             self._move_aside(queue_id, str(exc))
             raise CorruptEntry(f"queue entry {queue_id} is corrupt ({exc}); moved aside") from None
-        state = self._read_state(queue_id)
+        state = self._read_state(queue_id) if state else {}
         entry = QueueEntry(
             id=queue_id,
             sender=header["sender"],

@@ -186,8 +186,15 @@ class MX(Acceptor):
     """Port 25: mail for the domains this host serves, from anyone; nothing else."""
 
     async def handle_DATA(self, server, session, envelope):
-        # The DKIM verdict on the message as it arrived; information, never a refusal.
+        # SPF and DKIM verdicts on the message as it arrived; information, never a refusal.
         envelope.auth_results = await self.rt.delivery.authentication_results(
+            envelope.original_content,
+            client_ip=_ip(session),
+            helo=session.host_name or "",
+            sender=envelope.mail_from,
+        )
+        # Verdicts naming this host that came with the message are forged (RFC 8601 §5).
+        envelope.original_content = self.rt.delivery.without_forged_results(
             envelope.original_content
         )
         return await super().handle_DATA(server, session, envelope)

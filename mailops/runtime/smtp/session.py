@@ -23,12 +23,13 @@ _SIMPLE_PATH = re.compile(
 
 
 class Session(SMTP):
-    """One SMTP connection. Besides async logins, four changes make a session
+    """One SMTP connection. Besides async logins, five changes make a session
     cheap, since a busy MX takes a new connection for nearly every message:
     `__dir__` keeps aiosmtpd's per-connection introspection short, multi-line
     replies go out in one write, plain `<local@domain>` paths skip the RFC 5322
-    header parser (anything else still goes through it), and DATA is read in
-    large pieces rather than line by line."""
+    header parser (anything else still goes through it), DATA is read in
+    large pieces rather than line by line, and the replies to a pipelined
+    MAIL, RCPT… and DATA go out together (RFC 2920 §3.2)."""
 
     _method_names: tuple[str, ...] | None = None
     # The reader's buffer limit. Command lines keep aiosmtpd's own 512-byte
@@ -46,12 +47,48 @@ class Session(SMTP):
 
     async def push(self, status) -> None:
         response = status.encode("utf-8") if isinstance(status, str) else status
+        self._pending.append(response + b"\r\n")
         if response[3:4] == b"-":
-            self._pending.append(response + b"\r\n")  # a continuation line: wait for the last
+            return  # a continuation line: wait for the last
+        if self._grouping:
+            # A reply to MAIL/RCPT/RSET waits for the replies after it: a pipelining
+            # client has sent those commands in one go, and aiosmtpd handles them
+            # without waiting. Flushed at the end of this loop turn at the latest,
+            # so a client that waits for each reply gets it all the same.
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
             return
-        self._writer.write(b"".join(self._pending) + response + b"\r\n")
-        self._pending.clear()
+        self._flush()
         await self._writer.drain()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and not self._writer.is_closing():
+            self._writer.write(b"".join(self._pending))
+        self._pending.clear()
+
+    async def _grouped(self, command, arg: str) -> None:
+        """Run an aiosmtpd command whose reply may wait for the next one's (RFC 2920
+        §3.2 lists RSET, MAIL and RCPT among the commands whose replies a server
+        SHOULD send as a unit)."""
+        self._grouping = True
+        try:
+            await command(arg)
+        finally:
+            self._grouping = False
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str) -> None:
+        await self._grouped(super().smtp_MAIL, arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str) -> None:
+        await self._grouped(super().smtp_RCPT, arg)
+
+    @syntax("RSET")
+    async def smtp_RSET(self, arg: str) -> None:
+        await self._grouped(super().smtp_RSET, arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -118,7 +155,9 @@ class Session(SMTP):
     ):
         self.mailops_auth = authenticator
         self.plaintext_on_loopback = plaintext_on_loopback
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] = []  # reply lines not yet written
+        self._grouping = False  # inside MAIL/RCPT/RSET: their replies may wait
+        self._flush_scheduled = False
         super().__init__(handler, **kwargs)
 
     def connection_made(self, transport) -> None:
