@@ -4,6 +4,7 @@ made, and — where it can start — a private Postfix as a peer MTA."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -11,6 +12,7 @@ import secrets
 import shutil
 import signal
 import smtplib
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,10 +20,12 @@ from pathlib import Path
 import dkim as dkimpy
 import pytest
 
+from mailops.runtime.delivery.client import Pool, deliver
+from mailops.runtime.delivery.router import Target
 from mailops.runtime.queue import Queue
 from tests.integration.dnsserver import requires_nsd
 from tests.integration.mailnet import ADDRESSES, POSTFIX_ADDRESS, mail_net, wait_for
-from tests.integration.postfix import PostfixUnavailable, postfix_peer
+from tests.integration.postfix import POSTCONF, POSTFIX, PostfixUnavailable, postfix_peer
 
 pytestmark = [pytest.mark.integration, requires_nsd]
 
@@ -293,3 +297,41 @@ def test_postfix_as_a_peer_mta_both_ways(net, postfix):
         client.sendmail("pat@pf.lab.test", [BOB], body)
     stored = arrives(net["b"], "bob", "beta.lab.test", subject, timeout=30)
     assert b"Received: from pf.lab.test" in stored
+
+
+def test_postfix_takes_a_message_pipelined_behind_another(postfix):
+    """The delivery client sends the next message's MAIL, RCPT and DATA right behind
+    a message whose reply is still to come (RFC 2920 §3.1). Postfix, with its
+    strictest pipelining check on, must take both."""
+    subprocess.run(
+        [POSTCONF, "-c", str(postfix.config_dir), "-e", "smtpd_forbid_unauth_pipelining = yes"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([POSTFIX, "-c", str(postfix.config_dir), "reload"], check=True)
+    time.sleep(1)  # smtpd processes started after the reload read the new setting
+    bodies = [message(ALICE, "pat@pf.lab.test") for _ in range(2)]
+
+    async def send_both():
+        pool = Pool("mail.alpha.lab.test", command_timeout=20)
+        target = Target("pf.lab.test", POSTFIX_ADDRESS, 25, "none")
+        second: list[asyncio.Task] = []
+
+        def send_second() -> None:  # the first message is out, its reply not yet in
+            second.append(
+                asyncio.create_task(
+                    deliver(pool, [target], ALICE, ["pat@pf.lab.test"], bodies[1][0])
+                )
+            )
+
+        first = await deliver(pool, [target], ALICE, ["pat@pf.lab.test"], bodies[0][0], send_second)
+        outcomes = first, await second[0]
+        await pool.close()
+        return outcomes, pool.opened
+
+    (first, second), opened = asyncio.run(send_both())
+    assert first["pat@pf.lab.test"].state == second["pat@pf.lab.test"].state == "delivered"
+    assert opened == 1
+    for _, subject in bodies:
+        wait_for(lambda subject=subject: postfix.messages(subject), 20, "Postfix to deliver")
+    assert "improper command pipelining" not in postfix.log()

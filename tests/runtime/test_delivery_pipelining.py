@@ -298,6 +298,115 @@ def test_a_354_without_any_recipient_is_ended_with_a_lone_dot():
     assert data == [b".\r\n"]  # the message itself never went
 
 
+async def one_behind_the_other(port: int, first_in: asyncio.Event) -> tuple[dict, dict, int]:
+    """Deliver one message, and a second once the server has the first one's data
+    (and has not answered it yet): the second finds the session in the pool."""
+    pool = Pool("mx.here.test", command_timeout=3)
+    first = asyncio.create_task(
+        deliver(pool, [target(port)], "a@here.test", ["b@far.test"], MESSAGE)
+    )
+    await first_in.wait()
+    second = await deliver(pool, [target(port)], "a@here.test", ["c@far.test"], MESSAGE)
+    outcomes = await first, second
+    await pool.close()
+    return *outcomes, pool.opened
+
+
+def test_the_next_message_follows_the_previous_one_before_its_reply():
+    """Two messages for one server: the second's MAIL, RCPT and DATA follow the first
+    message on the same session before the first's final reply (RFC 2920 §3.1). The
+    server here withholds that reply until the second DATA is in: a client that waits
+    for it before sending more stalls until its timeout."""
+    stream: list[bytes] = []
+    first_in = asyncio.Event()
+
+    async def withholding(reader, writer):
+        await greet(reader, writer, pipelining=True)
+        for _ in range(3):
+            stream.append(await reader.readline())
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        stream.append(await reader.readuntil(b"\r\n.\r\n"))
+        first_in.set()
+        for _ in range(3):
+            stream.append(await reader.readline())
+        writer.write(b"250 first queued\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        stream.append(await reader.readuntil(b"\r\n.\r\n"))
+        writer.write(b"250 second queued\r\n")
+        await quit_if_asked(reader, writer)
+
+    async def scenario():
+        server, port = await listen(withholding)
+        outcomes = await one_behind_the_other(port, first_in)
+        server.close()
+        return outcomes
+
+    first, second, opened = run(scenario())
+    assert first["b@far.test"].diagnostic == "smtp; 250 first queued"
+    assert second["c@far.test"].diagnostic == "smtp; 250 second queued"
+    assert opened == 1
+    assert stream[4:7] == [b"MAIL FROM:<a@here.test>\r\n", b"RCPT TO:<c@far.test>\r\n", b"DATA\r\n"]
+
+
+def test_a_message_refused_late_does_not_disturb_the_one_behind_it():
+    first_in = asyncio.Event()
+
+    async def picky(reader, writer):
+        await greet(reader, writer, pipelining=True)
+        for reply in (b"451 4.3.0 try later\r\n", b"250 queued\r\n"):
+            for _ in range(3):
+                await reader.readline()
+            writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            await reader.readuntil(b"\r\n.\r\n")
+            first_in.set()
+            await asyncio.sleep(0.2)  # the next message's commands come in meanwhile
+            writer.write(reply)
+        await quit_if_asked(reader, writer)
+
+    async def scenario():
+        server, port = await listen(picky)
+        outcomes = await one_behind_the_other(port, first_in)
+        server.close()
+        return outcomes
+
+    first, second, opened = run(scenario())
+    assert (first["b@far.test"].state, first["b@far.test"].status) == ("deferred", "4.3.0")
+    assert second["c@far.test"].state == "delivered"
+    assert opened == 1  # a 4xx for one message is no reason to drop the session
+
+
+def test_a_session_lost_after_a_message_sends_the_one_behind_it_on_a_new_session():
+    sessions: list[int] = []
+    first_in = asyncio.Event()
+
+    async def failing_once(reader, writer):
+        sessions.append(len(sessions))
+        await greet(reader, writer, pipelining=True)
+        for _ in range(3):
+            await reader.readline()
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        await reader.readuntil(b"\r\n.\r\n")
+        first_in.set()
+        if len(sessions) == 1:
+            await reader.readuntil(b"DATA\r\n")  # the next message's commands are in
+            writer.close()  # and the first message gets no reply
+            return
+        writer.write(b"250 queued\r\n")
+        await quit_if_asked(reader, writer)
+
+    async def scenario():
+        server, port = await listen(failing_once)
+        outcomes = await one_behind_the_other(port, first_in)
+        server.close()
+        return outcomes
+
+    first, second, opened = run(scenario())
+    # The first message's fate is unknown: it waits (a retry may duplicate, never lose it).
+    assert (first["b@far.test"].state, first["b@far.test"].status) == ("deferred", "4.4.2")
+    # The second got no reply to MAIL, so nobody has it: it went again on a new session.
+    assert second["c@far.test"].state == "delivered"
+    assert opened == 2
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -358,6 +467,33 @@ def test_the_replies_to_a_pipelined_group_go_out_in_one_write():
         b"354 End data with <CR><LF>.<CR><LF>",
     ]
     assert answers[1] in writes  # the four replies, together, in one write
+
+
+def test_the_reply_to_a_message_goes_out_with_the_replies_to_the_next_commands():
+    async def scenario():
+        server, port = await serve(Accepting(), session=CountingSession)
+        envelope = b"MAIL FROM:<a@far.test>\r\nRCPT TO:<b@here.test>\r\nDATA\r\n"
+        CountingSession.writes.clear()
+        answers = await asyncio.to_thread(
+            converse,
+            port,
+            (b"EHLO far.test\r\n", 1),
+            (envelope, 3),
+            (b"first\r\n.\r\n" + envelope, 4),
+            (b"second\r\n.\r\n", 1),
+        )
+        server.close()
+        return answers, list(CountingSession.writes)
+
+    answers, writes = run(scenario())
+    assert answers[2].split(b"\r\n")[:-1] == [
+        b"250 2.0.0 queued",
+        b"250 OK",
+        b"250 OK",
+        b"354 End data with <CR><LF>.<CR><LF>",
+    ]
+    assert answers[2] in writes
+    assert answers[3] == b"250 2.0.0 queued\r\n"  # nothing behind it: sent all the same
 
 
 def test_a_client_that_waits_for_each_reply_gets_it():

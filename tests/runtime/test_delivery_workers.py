@@ -46,7 +46,7 @@ def world(tmp_path, monkeypatch):
     answers: dict[str, list[str]] = {}  # recipient → states to answer, in turn
     calls: list[list[str]] = []
 
-    async def fake_deliver(pool, targets, sender, recipients, message):
+    async def fake_deliver(pool, targets, sender, recipients, message, on_sent=None):
         calls.append(list(recipients))
         out = {}
         for rcpt in recipients:
@@ -151,7 +151,7 @@ def test_a_deep_queue_starts_going_out_before_it_has_all_been_read(world, monkey
             pieces.append(first_sent.wait(5) if pieces else False)
         return real_entries(self, ids, states)
 
-    async def fake_deliver(pool, targets, sender, recipients, message):
+    async def fake_deliver(pool, targets, sender, recipients, message, on_sent=None):
         first_sent.set()
         return {r: Outcome.reply(250, "2.0.0 ok", targets[0].host) for r in recipients}
 
@@ -171,3 +171,40 @@ def test_a_deep_queue_starts_going_out_before_it_has_all_been_read(world, monkey
     queue = asyncio.run(scenario())
     assert queue.list() == []
     assert pieces == [False, True, True]
+
+
+def test_a_message_awaiting_only_its_reply_makes_way_for_the_next(tmp_path, monkeypatch):
+    """With one session allowed per destination, the second message starts while the
+    first waits for its final reply: the session that sent the first carries it."""
+    conf = config(tmp_path, delivery={"per_destination": 1, "concurrency": 1})
+    directory = Directory(
+        {"here.test": DomainConfig(role="mailbox")},
+        accounts={"alice@here.test": Account("alice@here.test", "")},
+    )
+    started: list[str] = []
+    second_started = asyncio.Event()
+
+    async def fake_deliver(pool, targets, sender, recipients, message, on_sent=None):
+        started.append(recipients[0])
+        if len(started) == 2:
+            second_started.set()
+            return {recipients[0]: Outcome.reply(250, "2.0.0 ok", "mx")}
+        on_sent()  # the message is out; its reply comes once the next one has started
+        await asyncio.wait_for(second_started.wait(), 5)
+        return {recipients[0]: Outcome.reply(250, "2.0.0 ok", "mx")}
+
+    monkeypatch.setattr(workers, "deliver", fake_deliver)
+
+    async def scenario():
+        committer = GroupCommit()
+        queue = Queue(conf.data_dir)
+        for rcpt in ("b@far.test", "c@far.test"):
+            _, pending = queue.prepare("alice@here.test", [rcpt], MESSAGE)
+            await committer.commit([pending])
+        await committer.close()
+        return await run_until_idle(conf, directory)
+
+    queue = asyncio.run(scenario())
+    assert sorted(started) == ["b@far.test", "c@far.test"]
+    assert queue.list() == []
+    assert inbox(conf) == []  # no bounce: the first did not time out waiting

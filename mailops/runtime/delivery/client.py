@@ -28,7 +28,7 @@ import contextlib
 import ipaddress
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -328,14 +328,20 @@ def _session_failure(target: Target, exc: Exception) -> Outcome:
 
 
 async def transact(
-    conn: Connection, sender: str, recipients: Sequence[str], message: bytes
+    conn: Connection,
+    sender: str,
+    recipients: Sequence[str],
+    message: bytes,
+    release: Callable[[], object] | None = None,
 ) -> dict[str, Outcome]:
     """MAIL, RCPT for each, DATA: the outcome per recipient. SessionError when the
     session broke or a 4xx/421 answered MAIL or DATA (the next server may do better).
 
     With PIPELINING, MAIL, every RCPT and DATA go in one write and their replies
     are read in order (RFC 2920 §3.1); the message itself still waits for the
-    354. Without it, each command waits for the reply to the one before.
+    354. Once it is sent, `release` (if given) lets the session carry the next
+    transaction, whose commands then follow the message while its reply is on the
+    way. Without PIPELINING, each command waits for the reply to the one before.
     """
     refusal = _refusal(conn.target.host, conn.extensions, sender, recipients, message)
     if refusal is not None:
@@ -345,9 +351,8 @@ async def transact(
     rcpts = [_line(f"RCPT TO:<{rcpt}>", utf8) for rcpt in recipients]
     conn.clean = False  # until the transaction is known to be over
     try:
-        if conn.pipelining:
-            conn.wire.send(b"".join([mail, *rcpts, b"DATA\r\n"]))
-        first = await _ask(conn, mail)
+        replies = _Replies(conn, [mail, *rcpts, b"DATA\r\n"])
+        first = await replies.of(0)
     except WireError as exc:
         # No reply to MAIL, so certainly no 354: nobody has the message, and a
         # fresh connection may safely try again.
@@ -355,20 +360,32 @@ async def transact(
     except (OSError, TimeoutError) as exc:
         raise SessionError(_lost(conn.target, exc)) from None
     try:
-        return await _after_mail(conn, first, recipients, rcpts, message)
+        return await _after_mail(conn, first, recipients, replies, message, release)
     except (OSError, TimeoutError) as exc:
         # Lost mid-transaction: nobody is known to have the message; all wait.
         raise SessionError(_lost(conn.target, exc)) from None
 
 
-async def _ask(conn: Connection, line: bytes) -> Reply:
-    """The reply to `line`: sent now, or already sent with the rest of the pipeline."""
-    if not conn.pipelining:
-        conn.wire.send(line)
-    return await conn.wire.reply()
+class _Replies:
+    """The replies to one transaction's commands: claimed all at once when the
+    commands went in one write, else asked for one command at a time."""
+
+    def __init__(self, conn: Connection, lines: list[bytes]) -> None:
+        self.wire = conn.wire
+        self.lines = lines
+        self.claims = (
+            conn.wire.send(b"".join(lines), replies=len(lines)) if conn.pipelining else None
+        )
+
+    async def of(self, index: int) -> Reply:
+        if self.claims is None:
+            return await self.wire.command(self.lines[index])
+        return await self.wire.reply(self.claims[index])
 
 
-async def _after_mail(conn, mail: Reply, recipients, rcpts, message) -> dict[str, Outcome]:
+async def _after_mail(
+    conn: Connection, mail: Reply, recipients, replies: _Replies, message, release
+) -> dict[str, Outcome]:
     host = conn.target.host
     if mail.code // 100 != 2:
         # Pipelined RCPTs and DATA are refused in turn; rather than read those
@@ -376,8 +393,8 @@ async def _after_mail(conn, mail: Reply, recipients, rcpts, message) -> dict[str
         return _final(mail, host, recipients)
     outcomes: dict[str, Outcome] = {}
     accepted: list[str] = []
-    for rcpt, line in zip(recipients, rcpts, strict=True):
-        reply = await _ask(conn, line)
+    for index, rcpt in enumerate(recipients, start=1):
+        reply = await replies.of(index)
         if reply.code // 100 == 2:
             accepted.append(rcpt)
             continue
@@ -387,7 +404,7 @@ async def _after_mail(conn, mail: Reply, recipients, rcpts, message) -> dict[str
     if not accepted and not conn.pipelining:
         await _reset(conn)
         return outcomes
-    start = await _ask(conn, b"DATA\r\n")
+    start = await replies.of(len(recipients) + 1)
     if start.code != 354:
         if accepted:
             return outcomes | _final(start, host, accepted)
@@ -398,10 +415,13 @@ async def _after_mail(conn, mail: Reply, recipients, rcpts, message) -> dict[str
         await conn.wire.command(b".\r\n")
         conn.clean = True
         return outcomes
-    conn.wire.send(_data_block(message))
-    end = await conn.wire.reply()
+    (end,) = conn.wire.send(_data_block(message), replies=1)
+    if release is not None and conn.pipelining:
+        conn.clean = True  # the server reads the next MAIL after this message
+        release()
+    reply = await conn.wire.reply(end)
     conn.clean = True  # the final reply, whatever it says, ends the transaction
-    return outcomes | _final(end, host, accepted)
+    return outcomes | _final(reply, host, accepted)
 
 
 async def _reset(conn: Connection) -> None:
@@ -475,14 +495,18 @@ async def deliver(
     sender: str,
     recipients: Sequence[str],
     message: bytes,
+    on_sent: Callable[[], object] | None = None,
 ) -> dict[str, Outcome]:
-    """Try `targets` in order until every recipient has a final answer."""
+    """Try `targets` in order until every recipient has a final answer.
+
+    `on_sent` is called when the message is sent and its session has gone on to
+    carry the next one (PIPELINING), so only the final reply is still to come."""
     final: dict[str, Outcome] = {}
     last: Outcome = Outcome.local("deferred", "4.4.1", "no server to try")
     remaining = list(recipients)
     for target in targets:
         try:
-            outcomes = await _attempt(pool, target, sender, remaining, message)
+            outcomes = await _attempt(pool, target, sender, remaining, message, on_sent)
         except SessionError as exc:
             last = exc.outcome
             continue
@@ -497,23 +521,40 @@ async def deliver(
     return final | dict.fromkeys(remaining, last)
 
 
-async def _attempt(pool, target, sender, recipients, message) -> dict[str, Outcome]:
+async def _attempt(pool, target, sender, recipients, message, on_sent) -> dict[str, Outcome]:
     conn, reused = await pool.acquire(target)
     try:
-        outcomes = await transact(conn, sender, recipients, message)
+        return await _on(pool, conn, sender, recipients, message, on_sent)
     except SessionError as exc:
-        conn.close()
         if not (exc.stale and reused):
             raise
-        # The server closed the cached connection while it sat idle: open a new one.
-        conn, _ = await pool.acquire(target, fresh=True)
-        try:
-            outcomes = await transact(conn, sender, recipients, message)
-        except SessionError:
-            conn.close()
-            raise
+    # The server closed the cached connection while it sat idle: open a new one.
+    conn, _ = await pool.acquire(target, fresh=True)
+    return await _on(pool, conn, sender, recipients, message, on_sent)
+
+
+async def _on(pool: Pool, conn: Connection, sender, recipients, message, on_sent):
+    """One transaction on `conn`, which then goes back to the pool: after the final
+    reply, or as soon as the message is sent when the server pipelines."""
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if conn.uses + 1 < MAX_USES and conn.wire.ready:  # else it retires after this one
+            released = True
+            pool.release(conn, reusable=True)
+            if on_sent is not None:
+                on_sent()
+
+    try:
+        outcomes = await transact(conn, sender, recipients, message, release)
     except BaseException:
-        conn.close()  # cancelled or a bug: never put a connection in an unknown state back
+        # Broken, refused in a way that leaves it unclean, cancelled, or a bug: never
+        # back to the pool. Once released it is the next transaction's; a broken wire
+        # has closed itself.
+        if not released:
+            conn.close()
         raise
-    pool.release(conn, reusable=True)
+    if not released:
+        pool.release(conn, reusable=True)
     return outcomes

@@ -262,8 +262,19 @@ class Scheduler:
                 progress = True
 
     async def _run_job(self, job: _Job) -> None:
+        # The job's place within the limits is given up once, when it ends or as soon
+        # as its message is sent and only the reply is awaited: the limits count
+        # sessions at work, and a pipelining session carries the next message then.
+        placed = True
+
+        def make_way() -> None:
+            nonlocal placed
+            if placed:
+                placed = False
+                self._leave(job.dest.key)
+
         try:
-            outcomes = await self._attempt(job)
+            outcomes = await self._attempt(job, make_way)
         except asyncio.CancelledError:
             job.attempt.aborted = True
             raise
@@ -273,19 +284,21 @@ class Scheduler:
                 job.recipients, Outcome.local("deferred", "4.3.0", "internal error, will retry")
             )
         finally:
-            key = job.dest.key
-            self._running[key] -= 1
-            if not self._running[key]:
-                del self._running[key]
-            self._total -= 1
-            self._pump()
+            make_way()
         attempt = job.attempt
         attempt.outcomes.update(outcomes)
         attempt.jobs_left -= 1
         if attempt.jobs_left == 0:
             await self._finish(attempt)
 
-    async def _attempt(self, job: _Job) -> dict[str, Outcome]:
+    def _leave(self, key: str) -> None:
+        self._running[key] -= 1
+        if not self._running[key]:
+            del self._running[key]
+        self._total -= 1
+        self._pump()
+
+    async def _attempt(self, job: _Job, on_sent: Callable[[], None]) -> dict[str, Outcome]:
         entry = job.attempt.entry
         try:
             message = await self._read(entry.id)
@@ -302,7 +315,7 @@ class Scheduler:
             state = "failed" if exc.permanent else "deferred"
             return dict.fromkeys(job.recipients, Outcome.local(state, exc.status, exc.text))
         signed = self.signer.sign(message, entry.sender, self.deps.config())
-        return await deliver(self.pool, targets, entry.sender, job.recipients, signed)
+        return await deliver(self.pool, targets, entry.sender, job.recipients, signed, on_sent)
 
     # ------------------------------------------------------------ finishing
 

@@ -71,7 +71,7 @@ class Session(SMTP):
     async def _grouped(self, command, arg: str) -> None:
         """Run an aiosmtpd command whose reply may wait for the next one's (RFC 2920
         §3.2 lists RSET, MAIL and RCPT among the commands whose replies a server
-        SHOULD send as a unit)."""
+        SHOULD send as a unit; the reply to a message may join them too)."""
         self._grouping = True
         try:
             await command(arg)
@@ -109,7 +109,9 @@ class Session(SMTP):
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+        # A pipelining client may have sent its next MAIL, RCPT… and DATA right after
+        # the message (RFC 2920 §3.1): this reply goes out with theirs.
+        await self._grouped(self.push, "250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> bytes | None:
         """The message up to the exact <CR><LF>.<CR><LF>, dot-unstuffed; None
