@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -376,6 +377,119 @@ def test_large_messages_stream_exactly(server):
         status, body = client.multiline(f"RETR {number}")
         assert status == f"+OK {size} octets".encode()
         assert body == expected, number
+    client.command("QUIT")
+    client.close()
+
+
+def session_of(server):
+    """The server's one POP3 session (in process: its state can be looked at)."""
+    [conn] = server.service.sessions
+    return conn.session
+
+
+def file_of(server, marker: bytes) -> Path:
+    [path] = [p for p in server.files() if marker in p.read_bytes()]
+    return path
+
+
+def test_retr_reads_the_next_message_ahead(server):
+    """While the client reads one RETR, the next message's reply is made: what comes
+    from there must be exactly what RETR makes, for every kind of file."""
+    messages = [
+        b"Subject: crlf\r\n\r\n.dot line\r\nline\r\n",
+        b"Subject: bare\n\n.bare LF\nand no final newline",
+        b".first line starts with a dot\r\n\x00NUL\r\n",
+        large_messages()[0],  # streamed: not read ahead
+        b"Subject: after the large one\r\n\r\nx\r\n",
+        b"",
+    ]
+    for data in messages:
+        server.deliver_raw(data)
+    client = WireClient(server.ports["pop3"])
+    client.login()
+    session = session_of(server)
+    assert session.ahead is None  # nothing is read before the first RETR
+    for number, data in enumerate(messages, 1):
+        expected, size = on_the_wire(data)
+        status, body = client.multiline(f"RETR {number}")
+        assert (status, body) == (f"+OK {size} octets".encode(), expected), number
+        assert client.command("NOOP") == b"+OK"  # the server is done with RETR by now
+        ahead = session.ahead
+        if number in (3, len(messages)):  # the next one is large / there is none
+            assert ahead is None, number
+        else:
+            assert ahead is not None and ahead[0] == number + 1, number
+    client.command("QUIT")
+    client.close()
+
+
+def test_retr_out_of_order_reads_nothing_ahead(server):
+    """Only a RETR that follows the one before it reads the next message ahead; one
+    read ahead and not asked for is dropped, never served for another number."""
+    for n in range(1, 5):
+        server.deliver(b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n))
+    client = WireClient(server.ports["pop3"])
+    client.login()
+    session = session_of(server)
+    # (RETR, what is read ahead after it): 2 is read ahead after 1, and 3 asked for.
+    steps = [(1, 2), (3, None), (2, None), (3, 4), (1, None), (2, 3), (2, None)]
+    for number, ahead in steps:
+        _, body = client.multiline(f"RETR {number}")
+        assert body.endswith(b"Subject: m%d\r\n\r\nbody %d\r\n.\r\n" % (number, number))
+        assert client.command("NOOP") == b"+OK"
+        assert (session.ahead and session.ahead[0]) == ahead, number
+    client.command("QUIT")
+    client.close()
+
+
+def test_read_ahead_keeps_to_dele_rset_and_vanished_files(server):
+    for n in range(1, 5):
+        server.deliver(b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n))
+    client = WireClient(server.ports["pop3"])
+    client.login()
+    session = session_of(server)
+    client.multiline("RETR 1")
+    assert client.command("NOOP") == b"+OK"
+    assert session.ahead is not None and session.ahead[0] == 2
+    assert client.command("DELE 2") == b"+OK Message 2 deleted"
+    assert client.command("RETR 2") == b"-ERR Message 2 is deleted"
+    assert client.command("RSET").startswith(b"+OK")
+    _, body = client.multiline("RETR 2")
+    assert body.endswith(b"Subject: m2\r\n\r\nbody 2\r\n.\r\n")
+    # Gone before it could be read ahead: reading ahead fails quietly, RETR says so.
+    file_of(server, b"Subject: m4").unlink()
+    client.multiline("RETR 3")
+    assert client.command("NOOP") == b"+OK"
+    assert session.ahead is None
+    assert client.command("RETR 4").startswith(b"-ERR [SYS/PERM]")
+    assert client.command("STAT") == b"+OK 4 %d" % session.live_size
+    assert client.command("QUIT").startswith(b"+OK")
+    client.close()
+
+
+def test_read_ahead_behind_a_reply_the_client_is_slow_to_take(server):
+    """A reply larger than the socket takes at once: the rest waits in the transport
+    while the next message is read ahead; both arrive whole and in order."""
+    messages = [b"Subject: %d\r\n\r\n" % n + (b"w" * 98 + b"\r\n") * 2000 for n in range(3)]
+    for data in messages:
+        server.deliver_raw(data)
+    client = WireClient(server.ports["pop3"])
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.login()
+    session = session_of(server)
+    server_socket = session.conn.transport.get_extra_info("socket")
+    server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.sock.sendall(b"RETR 1\r\n")
+    assert wait_until(lambda: session.ahead is not None)  # before the client read RETR 1
+    assert session.conn.transport.get_write_buffer_size() > 0  # still behind
+    for number, data in enumerate(messages, 1):
+        status = client.line() if number == 1 else client.command(f"RETR {number}")
+        expected, size = on_the_wire(data)
+        assert status == f"+OK {size} octets".encode()
+        while len(client.buffer) < len(expected):
+            client._fill()
+        assert client.buffer[: len(expected)] == expected, number
+        client.buffer = client.buffer[len(expected) :]
     client.command("QUIT")
     client.close()
 

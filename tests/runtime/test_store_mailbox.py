@@ -231,3 +231,33 @@ def test_a_message_gone_from_disk_is_reported(mailbox, tmp_path):
         path.unlink()
     with pytest.raises(MessageGone):
         view.open(uid)
+    with pytest.raises(MessageGone):
+        view.read(uid, len(MESSAGE))
+
+
+def test_read_takes_the_whole_file_whatever_size_it_is_told(mailbox):
+    """`read` with the index's size reads in one go; a file longer than that (the
+    index is stale) is still read to its end, a shorter one is not padded."""
+    big = MESSAGE + b"x" * 300_000 + b"\r\n"  # more than one read chunk of some sizes
+    uids = [mailbox.append("INBOX", data)[1] for data in (MESSAGE, big, b"")]
+    view = mailbox.select("INBOX")
+    for uid, data in zip(uids, (MESSAGE, big, b""), strict=True):
+        assert view.read(uid) == data
+        for told in (len(data), 0, len(data) // 2, len(data) + 10):
+            assert view.read(uid, told) == data
+        with view.open(uid) as handle:
+            assert handle.read() == data
+
+
+def test_read_finds_a_message_renamed_by_another_program(mailbox, tmp_path):
+    """Another Maildir program changed its flags (renamed the file): the store looks
+    again and reads it under its new name."""
+    _, uid = mailbox.append("INBOX", MESSAGE)
+    view = mailbox.select("INBOX")
+    [path] = (maildir(tmp_path) / "cur").iterdir()
+    base = path.name.partition(":2,")[0]
+    path.rename(path.with_name(base + ":2,FS"))
+    assert view.read(uid, len(MESSAGE)) == MESSAGE
+    path.with_name(base + ":2,FS").rename(path)
+    with view.open(uid) as handle:
+        assert handle.read() == MESSAGE

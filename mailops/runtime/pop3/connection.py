@@ -8,6 +8,8 @@ command round trip, which is what a POP3 download costs (one RETR per message):
   (three system calls per command);
 - a command that needs no waiting (all of TRANSACTION but QUIT) runs straight from
   the read callback and writes its reply at once: no task wake-up, no future;
+- after a RETR's reply is sent, the session reads the next message ahead while the
+  client takes this one in (`after_reply`): the file work is off the round trip;
 - a command that waits (login, STLS, QUIT) runs as a task; lines that arrive
   meanwhile stay buffered and are taken in order when it is done;
 - the idle timeout is one timer for the connection, which looks at the time of the
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 from mailops.runtime.log import log
@@ -195,6 +197,19 @@ class Pop3Connection(asyncio.BufferedProtocol):
 
     def send(self, line: str) -> None:
         self.write(line.encode("utf-8") + b"\r\n")
+
+    def after_reply(self, callback: Callable[[int], None], arg: int) -> None:
+        """Call `callback(arg)` once what was written is on its way, so that the work
+        never delays the reply: at once when the transport has sent all of it (as
+        asyncio's does, whenever the socket takes it), else on the loop's next turn
+        (a loop that sends at the end of its turn sends first; a client that is
+        behind gets the rest when it reads, whatever runs meanwhile)."""
+        if self.transport is None or self._closing:
+            return
+        if self.transport.get_write_buffer_size() == 0:
+            callback(arg)
+        else:
+            self._loop.call_soon(callback, arg)
 
     def pending_input(self) -> bool:
         """The client sent bytes we have not taken as a command yet."""

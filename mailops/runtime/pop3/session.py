@@ -15,6 +15,7 @@ command. Raising `SessionOver` ends the session after what was written is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import ssl
 import weakref
@@ -36,6 +37,7 @@ MAX_AUTH_FAILURES = 3
 MAX_BAD_COMMANDS = 10
 
 PLAINTEXT_REFUSED = "-ERR [AUTH] Plain-text authentication needs TLS: use STLS first"
+GONE = "-ERR [SYS/PERM] The message was removed by another session"
 
 Pending = Awaitable[None] | None  # what a handler returns: None when it is done
 
@@ -61,6 +63,9 @@ class Pop3Session:
         self.live_size = 0  # octets of the messages not marked deleted
         self.deleted: set[int] = set()  # message numbers marked by DELE
         self.retrieved: set[int] = set()  # message numbers fully sent by RETR
+        # The next message's RETR reply, made while the client reads the last one.
+        self.ahead: tuple[int, bytes] | None = None
+        self.last_retr = 0  # the message number of the last RETR
         self.auth_failures = 0
         self.bad_commands = 0
 
@@ -90,6 +95,7 @@ class Pop3Session:
             self.service.store().release_lease(account.address, "pop3")
 
     async def close_mailbox(self) -> None:
+        self.ahead = None
         if self.mailbox is not None:
             mailbox, self.mailbox, self.view = self.mailbox, None, None
             await asyncio.to_thread(self.service.store().release, mailbox)
@@ -296,19 +302,52 @@ class Pop3Session:
         message = self.messages[number - 1]
         if message.size > wire.CHUNK:
             return self._stream(number, message)  # large: as fast as the client reads
-        handle = self._open(message)
-        if handle is None:
-            return None
-        with handle:
-            data = handle.read(message.size + 1)  # all of it, in one system call
-            if len(data) > message.size:  # the file is not what the index says
-                data += handle.read()
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] == number:
+            reply = ahead[1]
+        else:
+            try:
+                reply = self._reply(number, message)
+            except MessageGone:
+                self._send(GONE)
+                return None
         # Nearly every message: reply line, message and terminator in one write (one
         # segment, one system call), straight away.
-        head = f"+OK {self.sizes[number - 1]} octets\r\n".encode()
-        self.conn.write(wire.multiline(head, data, _crlf_only(message)))
+        self.conn.write(reply)
         self.retrieved.add(number)
+        self._next(number)
         return None
+
+    def _next(self, number: int) -> None:
+        """After RETR `number`: read the next one ahead when the client goes through
+        the messages in order (this RETR followed the one before it), unless it has
+        sent more commands already (they come first, and may not want it)."""
+        in_order, self.last_retr = number == self.last_retr + 1, number
+        if in_order and number < len(self.messages) and not self.conn.pending_input():
+            self.conn.after_reply(self._read_ahead, number + 1)
+
+    def _reply(self, number: int, message: Message) -> bytes:
+        """RETR's whole reply for a message that is not large (MessageGone if it is gone)."""
+        assert self.view is not None
+        data = self.view.read(message.uid, message.size)
+        head = f"+OK {self.sizes[number - 1]} octets\r\n".encode()
+        return wire.multiline(head, data, _crlf_only(message))
+
+    def _read_ahead(self, number: int) -> None:
+        """Make the reply to RETR `number` now, while the client is still reading the
+        one before: clients download in order, one RETR at a time, so the file work
+        (open, read, dot-stuffing) is then done before the client asks, not after.
+        Maildir files never change once delivered, so the bytes stay right; a message
+        that cannot be read is left for its RETR to report."""
+        if self.view is None or self.ahead is not None or number > len(self.messages):
+            return
+        if number != self.last_retr + 1 or number in self.deleted:
+            return  # another RETR came first (pipelined), or DELE
+        message = self.messages[number - 1]
+        if message.size > wire.CHUNK:
+            return
+        with contextlib.suppress(MessageGone, OSError):
+            self.ahead = (number, self._reply(number, message))
 
     async def _stream(self, number: int, message: Message) -> None:
         handle = self._open(message)
@@ -322,6 +361,7 @@ class Pop3Session:
                 await self.conn.drain()
             self.conn.write(stuffer.finish())
         self.retrieved.add(number)
+        self._next(number)
 
     def top(self, command: Command) -> None:
         if len(command.args) != 2:
@@ -346,7 +386,7 @@ class Pop3Session:
         try:
             return self.view.open(message.uid)
         except MessageGone:
-            self._send("-ERR [SYS/PERM] The message was removed by another session")
+            self._send(GONE)
             return None
 
     def dele(self, command: Command) -> None:

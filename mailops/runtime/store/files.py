@@ -74,6 +74,21 @@ def measure(path: str, keep_limit: int = CHUNK) -> tuple[Facts, bytes | None] | 
     return facts, data
 
 
+def read_fd(fd: int, size: int | None = None) -> bytes:
+    """All of an open file, from where it stands. `size`, when known, is what it should
+    hold: one read of a byte more takes it all and shows that nothing follows (a short
+    read of a regular file means its end); without it, the file is asked its size."""
+    if size is None:
+        size = os.fstat(fd).st_size
+    data = os.read(fd, size + 1)
+    if len(data) <= size:
+        return data
+    parts = [data]  # longer than expected: read on to the end
+    while chunk := os.read(fd, CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _measure_chunks(handle, mtime: int) -> Facts:
     size = bare = 0
     last = b""

@@ -646,20 +646,35 @@ class FolderView:
 
     def open(self, uid: int) -> BinaryIO:
         """The message's bytes as a binary file; MessageGone when it was expunged."""
+        fd = self._open_fd(uid)
+        try:
+            # Unbuffered: callers read big chunks, a buffer only adds copies.
+            return open(fd, "rb", buffering=0)
+        except BaseException:
+            os.close(fd)  # a directory by a message's name, say: the file object never owned it
+            raise
+
+    def read(self, uid: int, size: int | None = None) -> bytes:
+        """The message's bytes; MessageGone when it was expunged. `size`, what the index
+        says the file holds (`Message.size`), saves asking the file system: then the
+        message takes an open, one read and a close, and no file object (for a small
+        message, a third less time than `open(uid).read()`)."""
+        fd = self._open_fd(uid)
+        try:
+            return files.read_fd(fd, size)
+        finally:
+            os.close(fd)
+
+    def _open_fd(self, uid: int) -> int:
         with self.mailbox.lock:
             for attempt in range(2):
                 try:
-                    # Unbuffered: callers read big chunks, a buffer only adds copies.
-                    return open(self._state.file_name(uid), "rb", buffering=0)
+                    return os.open(self._state.file_name(uid), os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     if attempt == 0:
                         # Its flags were changed by another program: rescan, try its new name.
                         self.mailbox._refresh(self._state, force=True)
         raise MessageGone(uid)
-
-    def read(self, uid: int) -> bytes:
-        with self.open(uid) as handle:
-            return handle.read()
 
     def expunged_since(self, modseq: int) -> list[int]:
         """UIDs expunged from this folder after `modseq`, ascending (QRESYNC's VANISHED)."""
