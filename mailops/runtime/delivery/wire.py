@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import aiosmtplib
 
@@ -53,9 +53,10 @@ class Wire(asyncio.Protocol):
         """Take over the transport of a session aiosmtplib has set up; from here on
         `smtp` is not used again (its protocol no longer sees the server's bytes)."""
         transport = smtp.transport
-        if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+        # Any loop's transport (uvloop's are not asyncio.Transport subclasses).
+        if transport is None or transport.is_closing():
             raise WireError("connection lost")
-        wire = cls(transport, timeout)
+        wire = cls(cast(asyncio.Transport, transport), timeout)
         transport.set_protocol(wire)
         return wire
 
