@@ -1,8 +1,16 @@
 """mailops: declarative self-hosted mail."""
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("mailops")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+src"
+def __getattr__(name: str) -> str:
+    # The version comes from the installed metadata, read on first use:
+    # importlib.metadata takes longer to import than most commands need.
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("mailops")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        value = "0.0.0+src"
+    globals()["__version__"] = value
+    return value

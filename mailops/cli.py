@@ -6,18 +6,63 @@ Every reporting command has --json. A MailopsError becomes one line on stderr.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from mailops import __version__
 from mailops.errors import MailopsError, SpecError, UsageError
 from mailops.spec.diagnostics import Diagnostic
+
+
+class LazyConsole:
+    """rich's Console, made on first use. A line without markup goes straight
+    to the stream, so a command that only says "in sync" to a pipe or a
+    terminal never imports rich (a tenth of the time of a no-op apply)."""
+
+    def __init__(self, stderr: bool = False):
+        self.stderr = stderr
+        self._console = None
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        if self._console is None and not _forced_terminal():
+            return self._stream().isatty()
+        return self.console.is_terminal
+
+    def _stream(self):
+        return sys.stderr if self.stderr else sys.stdout
+
+    def print(self, *objects, markup: bool | None = None, **options) -> None:
+        plain = markup is False and not options and all(isinstance(o, str) for o in objects)
+        if plain and self._console is None:
+            stream = self._stream()
+            stream.write(" ".join(objects) + "\n")
+            stream.flush()
+        else:
+            self.console.print(*objects, markup=markup, **options)
+
+    def __getattr__(self, name: str):
+        return getattr(self.console, name)
+
+
+def _forced_terminal() -> bool:
+    """Variables that change what rich takes for a terminal: rich decides then."""
+    return "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ
+
 
 app = typer.Typer(
     name="mailops",
@@ -26,8 +71,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = LazyConsole()
+err = LazyConsole(stderr=True)
+
+# What is left at exit is freed with the process: spare the collector a last
+# walk over every object the imports made (~0.1 s at the end of each command).
+atexit.register(gc.freeze)
 
 SpecArg = Annotated[Path, typer.Argument(help="The spec file (YAML).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -35,7 +84,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"mailops {__version__}")
+        from mailops import __version__
+
+        out.print(f"mailops {__version__}", markup=False)
         raise typer.Exit()
 
 
@@ -50,6 +101,10 @@ def _root(
 
 
 def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    if not diagnostics:
+        return
+    from rich.markup import escape
+
     for d in diagnostics:
         style = "red" if d.severity == "error" else "yellow"
         where = escape(f"{d.file}:{d.line}:{d.col}: ")
@@ -603,8 +658,6 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except Exception as exc:
         # A bug of ours. Say so in one line; MAILOPS_DEBUG=1 shows the traceback.
-        import os
-
         if os.environ.get("MAILOPS_DEBUG"):
             raise
         err.print(

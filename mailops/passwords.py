@@ -1,17 +1,14 @@
 """Password hashes in Dovecot's `{SCHEME}hash` form: checking, hashing, verifying.
 
 A leaf module shared by the spec (which checks hashes and hashes `password:`
-secrets) and the runtime (which verifies logins); it imports neither.
+secrets) and the runtime (which verifies logins); it imports neither. The
+hashing libraries load on first use: checking a hash's form needs none of them.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-
-import argon2
-import argon2.low_level
-import bcrypt
-from passlib.hash import sha256_crypt, sha512_crypt
 
 # Scheme → the prefix the hash after it must start with.
 HASH_SCHEMES: dict[str, tuple[str, ...]] = {
@@ -22,8 +19,18 @@ HASH_SCHEMES: dict[str, tuple[str, ...]] = {
     "SHA256-CRYPT": ("$5$",),
 }
 
-# argon2id parameters (RFC 9106's second recommended option, as Dovecot uses).
-_HASHER = argon2.PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4)
+# argon2id parameters: RFC 9106's second recommended option, as Dovecot uses.
+TIME_COST, MEMORY_COST, PARALLELISM = 3, 65536, 4
+ARGON2_PARAMS = f"m={MEMORY_COST},t={TIME_COST},p={PARALLELISM}"  # as a hash spells them
+
+
+@functools.cache
+def _hasher():
+    import argon2
+
+    return argon2.PasswordHasher(
+        time_cost=TIME_COST, memory_cost=MEMORY_COST, parallelism=PARALLELISM
+    )
 
 
 _B64 = r"[A-Za-z0-9+/]+"
@@ -80,15 +87,18 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     """An `{ARGON2ID}` hash, in the form Dovecot's passwd-file reads. A random
     salt unless one is given (render gives a fixed per-user salt, so the same
     password renders to the same bytes and a second plan shows nothing to do)."""
+    import argon2.low_level
+
+    hasher = _hasher()
     if salt is None:
-        return "{ARGON2ID}" + _HASHER.hash(password)
+        return "{ARGON2ID}" + hasher.hash(password)
     encoded = argon2.low_level.hash_secret(
         password.encode(),
         salt,
-        time_cost=_HASHER.time_cost,
-        memory_cost=_HASHER.memory_cost,
-        parallelism=_HASHER.parallelism,
-        hash_len=_HASHER.hash_len,
+        time_cost=hasher.time_cost,
+        memory_cost=hasher.memory_cost,
+        parallelism=hasher.parallelism,
+        hash_len=hasher.hash_len,
         type=argon2.low_level.Type.ID,
     )
     return "{ARGON2ID}" + encoded.decode("ascii")
@@ -102,11 +112,17 @@ def verify_password(stored: str, password: str) -> bool:
         return False
     scheme, _, hashed = stored[1:].partition("}")
     scheme = scheme.upper()
+    import argon2
+
     try:
         if scheme in ("ARGON2ID", "ARGON2I"):
-            return _HASHER.verify(hashed, password)
+            return _hasher().verify(hashed, password)
         if scheme == "BLF-CRYPT":
+            import bcrypt
+
             return bcrypt.checkpw(password.encode(), hashed.encode())
+        from passlib.hash import sha256_crypt, sha512_crypt
+
         if scheme == "SHA512-CRYPT":
             return sha512_crypt.verify(password, hashed)
         return sha256_crypt.verify(password, hashed)

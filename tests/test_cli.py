@@ -135,3 +135,13 @@ def test_hash_password_mismatch_hashes_nothing():
     assert status == 1
     assert "the two passwords differ; nothing was hashed" in output
     assert "{ARGON2ID}" not in output
+
+
+def test_importing_the_cli_loads_no_heavy_library():
+    """Each command imports what it uses: the SSH, terminal drawing, crypto and
+    spec libraries load when a command needs them, not with the CLI."""
+    heavy = ("paramiko", "rich", "cryptography", "argon2", "pydantic", "yaml", "dns", "jinja2")
+    probe = f"import sys, mailops.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -98,8 +98,15 @@ def apply_all(
     check: bool = False,
 ) -> list[Outcome]:
     runs = [HostRun(t, progress, options.accept_new_host_keys) for t in targets]
+
+    def planned(run: HostRun) -> Outcome:
+        outcome = _planned(run, lock=True)
+        if outcome.status != "changes":
+            run.close()  # nothing to apply: end the session now, in this host's thread
+        return outcome
+
     try:
-        outcomes = in_parallel(lambda run: _planned(run, lock=True), runs, options.parallel)
+        outcomes = in_parallel(planned, runs, options.parallel)
         pending = [(r, o) for r, o in zip(runs, outcomes, strict=True) if o.status == "changes"]
         if check or not pending or not confirm(outcomes):
             return outcomes
@@ -124,8 +131,7 @@ def apply_all(
         )
         return [done.get(o.host_id, o) for o in outcomes]
     finally:
-        for run in runs:
-            run.close()
+        in_parallel(HostRun.close, [r for r in runs if r.session is not None], options.parallel)
 
 
 def _result(run: HostRun, planned: Outcome, result: dict) -> Outcome:

@@ -130,31 +130,38 @@ class _ChannelPipe:
 
 class SSHConnection:
     def __init__(self, target: SSHTarget, accept_new_host_keys: bool = False, timeout: float = 15):
-        import paramiko  # here, so that local-only runs never import it
-
-        from mailops.deploy import hostkeys
+        from mailops.deploy import hostkeys  # here, so that local-only runs never import paramiko
+        from mailops.deploy.sshlib import paramiko_module
 
         self.host_id = target.host_id
         self.target = target
         self.description = f"ssh {target.user}@{target.address}:{target.port}"
+        paramiko = paramiko_module()
         self.client = paramiko.SSHClient()
-        keys = hostkeys.load(target.known_hosts)
-        for name, entry in keys.items():
-            for key_type, key in entry.items():
-                self.client.get_host_keys().add(name, key_type, key)
+        name = hostkeys.entry_name(target.address, target.port)
+        for key_type, key in hostkeys.entries_for(target.known_hosts, name).items():
+            self.client.get_host_keys().add(name, key_type, key)
         self.client.set_missing_host_key_policy(
             hostkeys.Policy(
                 target.host_id, target.known_hosts, target.spec_path, accept_new_host_keys
             )
         )
-        self._connect(paramiko, timeout)
+        self._sock = None
+        try:
+            self._connect(paramiko, timeout)
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self, paramiko, timeout: float) -> None:
+        from mailops.deploy.sshlib import connect_socket
+
         t = self.target
         identity = str(t.identity_file) if t.identity_file else None
         if identity and not Path(identity).exists():
             raise DeployError(f"{t.host_id}: identity file {identity} does not exist")
         try:
+            self._sock = connect_socket(t.address, t.port, timeout)
             self.client.connect(
                 t.address,
                 port=t.port,
@@ -165,6 +172,7 @@ class SSHConnection:
                 timeout=timeout,
                 banner_timeout=timeout,
                 auth_timeout=timeout,
+                sock=self._sock,
             )
         except paramiko.BadHostKeyException as exc:
             from mailops.deploy import hostkeys
@@ -198,6 +206,8 @@ class SSHConnection:
 
     def close(self) -> None:
         self.client.close()
+        if self._sock is not None:
+            self._sock.close()
 
 
 def agent_command(login_user: str | None, needs_root: bool) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from mailops.deploy.executor import Outcome
 from mailops.deploy.plan import HostPlan
+
+if TYPE_CHECKING:  # rich loads when something is drawn (a no-op apply draws nothing)
+    from rich.console import Console
+    from rich.table import Table
 
 STATUS_STYLE = {
     "in sync": "green",
@@ -39,6 +40,9 @@ class LiveProgress:
             self.stages[host_id] = stage
 
     def _table(self) -> Table:
+        from rich.markup import escape
+        from rich.table import Table
+
         table = Table(box=None, show_header=False, pad_edge=False)
         with self.lock:
             for host, stage in self.stages.items():
@@ -53,7 +57,8 @@ class LiveProgress:
 
             self.live = Live(
                 get_renderable=self._table,
-                console=self.console,
+                # the CLI's console is made on first use (cli.LazyConsole): Live needs rich's own
+                console=getattr(self.console, "console", self.console),
                 refresh_per_second=8,
                 transient=True,
             )
@@ -86,6 +91,8 @@ def _counts(plan: HostPlan) -> str:
 
 
 def print_plan(console: Console, outcome: Outcome, show_diff: bool) -> None:
+    from rich.markup import escape
+
     plan = outcome.plan
     if plan is None:
         return
@@ -109,6 +116,8 @@ def print_plan(console: Console, outcome: Outcome, show_diff: bool) -> None:
 
 
 def print_plans(console: Console, outcomes: list[Outcome], show_diff: bool) -> None:
+    from rich.markup import escape
+
     for outcome in outcomes:
         if outcome.plan is not None:
             print_plan(console, outcome, show_diff)
@@ -117,6 +126,9 @@ def print_plans(console: Console, outcomes: list[Outcome], show_diff: bool) -> N
 
 
 def print_summary(console: Console, outcomes: list[Outcome]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=None, box=None, pad_edge=False)
     table.add_column("host")
     table.add_column("result")

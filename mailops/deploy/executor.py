@@ -83,7 +83,8 @@ class HostRun:
         t = self.target
         found = host_facts.gather(session, t.layout, t.desired, build, lock)
         problem = wheels.mismatch(found.system)
-        plan = make_plan(t.layout, t.desired, found, build, wheels.build_version())
+        desired = t.settle(found.contents)
+        plan = make_plan(t.layout, desired, found, build, wheels.build_version)
         if plan.install is not None and problem:
             raise DeployError(f"{self.host_id}: cannot install the runtime: {problem}")
         return plan

@@ -12,11 +12,13 @@ import hashlib
 import threading
 from pathlib import Path
 
-import paramiko
-
 from mailops.deploy.errors import HostKeyError
+from mailops.deploy.sshlib import paramiko_module
 
+paramiko = paramiko_module()
 _append_lock = threading.Lock()
+_cache_lock = threading.Lock()
+_cache: dict[Path, tuple[tuple[int, int, int], paramiko.HostKeys]] = {}
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -38,6 +40,22 @@ def load(path: Path) -> paramiko.HostKeys:
         except (OSError, paramiko.SSHException) as exc:
             raise HostKeyError(f"cannot read known_hosts {path}: {exc}") from None
     return keys
+
+
+def entries_for(path: Path, name: str) -> dict:
+    """The known_hosts entry for `name` ({key type: key}), from a copy of the
+    file parsed once per command however many hosts share it."""
+    try:
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+    except OSError:
+        stamp = (0, 0, 0)
+    with _cache_lock:
+        cached = _cache.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = _cache[path] = (stamp, load(path))
+    entry = cached[1].lookup(name)
+    return dict(entry) if entry else {}
 
 
 def known_key(path: Path, name: str, key_type: str) -> paramiko.PKey | None:

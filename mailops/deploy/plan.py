@@ -8,6 +8,7 @@ the bundle gives an empty plan (nothing is sent to it).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailops.deploy import handlers, redact
@@ -83,8 +84,14 @@ class HostPlan:
 
 
 def make_plan(
-    layout: Layout, desired: list[Desired], facts: HostFacts, build: str, version: str
+    layout: Layout,
+    desired: list[Desired],
+    facts: HostFacts,
+    build: str,
+    version: str | Callable[[], str],
 ) -> HostPlan:
+    """`version` names the runtime `build` is of; a function giving it is only
+    called when the runtime is to be installed."""
     changes = [c for d in desired if (c := _compare(d, facts)) is not None]
     changes += _deletions(desired, facts)
     install = _install_step(facts, build, version)
@@ -144,10 +151,13 @@ def _deletions(desired: list[Desired], facts: HostFacts) -> list[FileChange]:
     return out
 
 
-def _install_step(facts: HostFacts, build: str, version: str) -> InstallStep | None:
+def _install_step(
+    facts: HostFacts, build: str, version: str | Callable[[], str]
+) -> InstallStep | None:
     current = facts.install.get("current")
     if current == build:
         return None
+    version = version if isinstance(version, str) else version()
     return InstallStep(build, version, current, upload=not facts.install.get("has_wanted"))
 
 

@@ -4,7 +4,6 @@ progress events and answers. One session per host per command."""
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable
 
 from mailops.deploy.agent import boot, wire
@@ -12,17 +11,12 @@ from mailops.deploy.connection import Connection, agent_command
 from mailops.deploy.errors import AgentError, ConnectionLost, DeployError
 
 
-@functools.lru_cache(maxsize=1)
-def _preamble() -> bytes:
-    return boot.agent_sources()
-
-
 class AgentSession:
     def __init__(self, connection: Connection, login_user: str | None, needs_root: bool):
         self.connection = connection
         self.host_id = connection.host_id
         self.pipe = connection.run(agent_command(login_user, needs_root))
-        self._send(_preamble())
+        self._send(boot.agent_sources())
 
     def _send(self, data: bytes) -> None:
         try:

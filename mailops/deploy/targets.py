@@ -3,6 +3,8 @@ reach each one."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +12,10 @@ from mailops.deploy.connection import Connection, LocalConnection, SSHConnection
 from mailops.deploy.desired import Desired, desired_files
 from mailops.deploy.layout import Layout, host_layout
 from mailops.errors import UsageError
-from mailops.render.host import render_host
+from mailops.render.host import Passwd, render_host_deferred
 from mailops.spec.load import LoadedSpec
+
+UNSETTLED = ""  # the sha256 of a file whose bytes wait for the host's facts
 
 
 @dataclass
@@ -20,6 +24,22 @@ class Target:
     layout: Layout
     desired: list[Desired]
     ssh: SSHTarget | None  # None for connection: local
+    # passwd when it holds `password:` hashes, which settle against the host's
+    # current passwd (see render.host.Passwd); its Desired is UNSETTLED till then.
+    passwd: Passwd | None = None
+
+    def settle(self, contents: dict[str, bytes]) -> list[Desired]:
+        """The desired files, passwd finished against the host's current one
+        (`contents`: the old bytes the facts brought back, by path)."""
+        if self.passwd is None:
+            return self.desired
+        out = []
+        for item in self.desired:
+            if item.sha256 == UNSETTLED:
+                data = self.passwd.text(contents.get(item.path)).encode()
+                item = dataclasses.replace(item, data=data, sha256=hashlib.sha256(data).hexdigest())
+            out.append(item)
+        return out
 
     @property
     def needs_root(self) -> bool:
@@ -71,5 +91,14 @@ def ssh_target(loaded: LoadedSpec, host_id: str) -> SSHTarget | None:
 
 def make_target(loaded: LoadedSpec, host_id: str) -> Target:
     layout = host_layout(loaded, host_id)
-    bundle = render_host(loaded, host_id)
-    return Target(host_id, layout, desired_files(bundle, layout), ssh_target(loaded, host_id))
+    bundle, passwd = render_host_deferred(loaded, host_id)
+    if not passwd.hashing:
+        bundle.add("passwd", passwd.text().encode(), 0o640, True)
+        desired = desired_files(bundle, layout)
+        return Target(host_id, layout, desired, ssh_target(loaded, host_id))
+    bundle.add("passwd", b"", 0o640, True)  # settled once the facts bring the host's passwd
+    desired = [
+        dataclasses.replace(d, sha256=UNSETTLED) if d.rel == "passwd" else d
+        for d in desired_files(bundle, layout)
+    ]
+    return Target(host_id, layout, desired, ssh_target(loaded, host_id), passwd)

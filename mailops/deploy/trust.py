@@ -12,12 +12,11 @@ from mailops.errors import UsageError
 
 def fetch_key(target: SSHTarget, timeout: float = 15):
     """The key the host presents, from a key exchange only (no login)."""
-    import socket
+    from mailops.deploy.sshlib import connect_socket, paramiko_module
 
-    import paramiko
-
+    paramiko = paramiko_module()
     try:
-        sock = socket.create_connection((target.address, target.port), timeout=timeout)
+        sock = connect_socket(target.address, target.port, timeout)
     except OSError as exc:
         raise DeployError(
             f"{target.host_id}: cannot connect to {target.address} port {target.port}: "

@@ -16,17 +16,19 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import importlib.metadata as md
 import os
-import platform
 import re
 import sys
-import zipfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mailops
 from mailops.deploy.errors import DeployError
+
+if TYPE_CHECKING:  # importlib.metadata and zipfile load only when wheels are made
+    import importlib.metadata as md
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 SKIP_DIST_INFO = {"INSTALLER", "REQUESTED", "RECORD", "direct_url.json"}
@@ -50,17 +52,32 @@ def cache_dir() -> Path:
 
 
 def _package_files() -> list[Path]:
+    """Every file of the package but bytecode (os.walk skips __pycache__
+    folders instead of listing them: every command that talks to a host
+    hashes the package)."""
     root = Path(mailops.__file__).parent
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
-    )
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in names:
+            path = os.path.join(folder, name)
+            if not name.endswith((".pyc", ".pyo")) and os.path.isfile(path):
+                found.append(Path(path))
+    return sorted(found)
 
 
-@functools.lru_cache(maxsize=1)
+_build_lock = threading.Lock()
+
+
 def build_id() -> str:
-    """Hash of every file of the mailops package (names and bytes)."""
+    """Hash of every file of the mailops package (names and bytes). Made once
+    per process: hosts' threads that ask together wait for the first."""
+    with _build_lock:
+        return _build_id()
+
+
+@functools.cache
+def _build_id() -> str:
     root = Path(mailops.__file__).parent
     digest = hashlib.sha256()
     for path in _package_files():
@@ -77,8 +94,8 @@ def platform_tag() -> dict:
     """What the host must match to run these wheels."""
     return {
         "implementation": sys.implementation.name,
-        "python": ".".join(platform.python_version_tuple()[:2]),
-        "machine": platform.machine(),
+        "python": ".".join(str(v) for v in sys.version_info[:2]),
+        "machine": os.uname().machine,
     }
 
 
@@ -101,6 +118,8 @@ def mismatch(system: dict) -> str | None:
 
 def wheelhouse() -> Wheelhouse:
     """mailops's wheel, its dependencies' and pip's (which installs them on the host)."""
+    import importlib.metadata as md
+
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     paths = [_mailops_wheel(folder)]
@@ -116,6 +135,8 @@ def _dependencies(root: str) -> list[md.Distribution]:
     """Installed distributions mailops needs, transitively. A requirement counts
     when it is installed here: the host matches this machine, so a marker that
     holds here holds there (extras only when asked for)."""
+    import importlib.metadata as md
+
     found: dict[str, md.Distribution] = {}
     todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
     while todo:
@@ -147,6 +168,8 @@ def _canonical(name: str) -> str:
 
 
 def _distribution(name: str) -> md.Distribution:
+    import importlib.metadata as md
+
     try:
         return md.distribution(name)
     except md.PackageNotFoundError:
@@ -163,6 +186,8 @@ def _record_line(name: str, data: bytes) -> str:
 
 def _write_wheel(path: Path, entries: list[tuple[str, bytes]], dist_info: str) -> None:
     """A deterministic wheel: sorted entries, fixed dates, RECORD last."""
+    import zipfile
+
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     records = [_record_line(n, d) for n, d in entries] + [f"{dist_info}/RECORD,,"]
     entries = [*entries, (f"{dist_info}/RECORD", ("\n".join(records) + "\n").encode())]

@@ -21,13 +21,16 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailops.errors import MailopsError
-from mailops.render.dns import Notice
-from mailops.spec.model import Spec
+
+if TYPE_CHECKING:  # render.dns (and dnspython) is only needed when a note is made
+    from mailops.render.dns import Notice
+    from mailops.spec.model import Spec
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -192,7 +195,7 @@ def ensure_keys(spec: Spec, key_dir: Path) -> tuple[dict[tuple[str, str], DkimKe
             )
             if created:
                 notes.append(
-                    Notice(
+                    _notice(
                         "note",
                         f"made DKIM key {path} ({selector.algorithm}) for selector "
                         f"{selector.name} of {domain}; publish its record before mail is "
@@ -202,13 +205,19 @@ def ensure_keys(spec: Spec, key_dir: Path) -> tuple[dict[tuple[str, str], DkimKe
             elif stat.S_IMODE(path.stat().st_mode) & 0o077:
                 mode = stat.S_IMODE(path.stat().st_mode)
                 notes.append(
-                    Notice(
+                    _notice(
                         "warning",
                         f"DKIM key {path} has mode {mode:04o}: others can read it (chmod 600 "
                         f"{path})",
                     )
                 )
     return keys, notes
+
+
+def _notice(severity: str, text: str) -> Notice:
+    from mailops.render.dns import Notice
+
+    return Notice(severity, text)
 
 
 def dkim_records(keys: dict[tuple[str, str], DkimKey]) -> dict[tuple[str, str], str]:

@@ -4,17 +4,26 @@ TLS material, DKIM keys, relay passwords.
 Deterministic: the same spec gives the same bytes (password hashes use a fixed
 per-address salt; generated keys are kept beside the spec), so a second plan
 finds nothing to do. Secrets are resolved here and nowhere else.
+
+`password:` secrets are hashed with argon2id, which is slow on purpose (a
+fifth of a second each on a small machine). The hashes are made in the
+background from the moment a host is rendered, so that plan and apply, which
+first talk to the host, wait for them only as long as the host takes to
+answer; and where the host's passwd already holds a hash of the same
+strength that matches the password, that hash is kept (see `Passwd`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from mailops.errors import MailopsError
-from mailops.passwords import hash_password
+from mailops.passwords import ARGON2_PARAMS, hash_password, verify_password
 from mailops.render import dkim, systemd
 from mailops.render.bundle import Bundle
 from mailops.render.tls import ensure_self_signed
@@ -30,6 +39,14 @@ HEADER = "# Rendered by mailops for host {host}; changes here are overwritten.\n
 
 
 def render_host(loaded: LoadedSpec, host_id: str) -> Bundle:
+    bundle, passwd = render_host_deferred(loaded, host_id)
+    bundle.add("passwd", passwd.text().encode(), 0o640, True)
+    return bundle
+
+
+def render_host_deferred(loaded: LoadedSpec, host_id: str) -> tuple[Bundle, Passwd]:
+    """Every file but passwd, and passwd to be finished (`Passwd.text`) once
+    the host's current passwd is known; its hashes are being made meanwhile."""
     spec = loaded.spec
     if host_id not in spec.hosts:
         known = ", ".join(sorted(spec.hosts))
@@ -38,7 +55,7 @@ def render_host(loaded: LoadedSpec, host_id: str) -> Bundle:
     key_dir = dkim.key_dir_for(loaded.base_dir)
     roles = domain_roles(spec, host_id)
     bundle = Bundle(host_id)
-    bundle.add("passwd", passwd_text(spec, host_id, roles, loaded.base_dir).encode(), 0o640, True)
+    passwd = passwd_file(spec, host_id, roles, loaded.base_dir)
     bundle.add("aliases", aliases_text(spec, host_id, roles).encode())
     tls = _tls_files(bundle, host_id, host, loaded.base_dir / "keys")
     dkim_files = _dkim_files(bundle, spec, roles, key_dir)
@@ -47,7 +64,7 @@ def render_host(loaded: LoadedSpec, host_id: str) -> Bundle:
     bundle.add("runtime.toml", (HEADER.format(host=host_id) + toml_text(config)).encode())
     if host.service == "systemd":
         _systemd_unit(bundle, host_id, host, loaded.base_dir)
-    return bundle
+    return bundle, passwd
 
 
 def _systemd_unit(bundle: Bundle, host_id: str, host: Host, base_dir: Path) -> None:
@@ -87,24 +104,105 @@ def user_salt(address: str) -> bytes:
 
 
 def passwd_text(spec: Spec, host_id: str, roles: dict[str, str], base_dir: Path) -> str:
-    lines = [HEADER.format(host=host_id).rstrip("\n")]
+    return passwd_file(spec, host_id, roles, base_dir).text()
+
+
+def passwd_file(spec: Spec, host_id: str, roles: dict[str, str], base_dir: Path) -> Passwd:
+    entries: list[tuple[str, str | _Hashing, str]] = []
     for name in sorted(roles):
         for local, user in sorted(spec.domains[name].users.items()):
             address = f"{local}@{name}"
             if roles[name] == "backup":
                 # A backup MX only needs to know the address exists; it holds no hash.
-                lines.append(f"{address}:!::::::nologin")
+                entries.append((address, "!", "nologin"))
                 continue
+            stored: str | _Hashing
             if user.password is not None:
-                stored = hash_password(user.password.resolve(base_dir), user_salt(address))
+                stored = _Hashing(address, user.password.resolve(base_dir))
             elif isinstance(user.password_hash, str):
                 stored = user.password_hash
             else:
                 stored = user.password_hash.resolve(base_dir)  # type: ignore[union-attr]
             extra = f"userdb_quota_rule=*:bytes={user.quota}" if user.quota else ""
+            entries.append((address, stored, extra))
+    return Passwd(HEADER.format(host=host_id).rstrip("\n"), entries)
+
+
+class Passwd:
+    """A host's passwd file (Dovecot passwd-file), its `password:` hashes being
+    made in the background. Never shows a password or a hash in its repr."""
+
+    def __init__(self, header: str, entries: list[tuple[str, str | _Hashing, str]]):
+        self.header = header
+        self.entries = entries
+
+    @property
+    def hashing(self) -> bool:
+        """True when some hash is a `password:` secret's (and may keep the host's)."""
+        return any(isinstance(stored, _Hashing) for _, stored, _ in self.entries)
+
+    def text(self, current: bytes | None = None) -> str:
+        """The file. Given the host's `current` one, a `password:` user keeps the
+        hash the host has when it is an argon2id hash as strong as ours that
+        matches the password: the same password never shows as changed."""
+        now = _passwd_hashes(current)
+        lines = [self.header]
+        for address, stored, extra in self.entries:
+            if isinstance(stored, _Hashing):
+                stored = stored.result(now.get(address))
             # user:password:uid:gid:gecos:home:shell:extra (Dovecot passwd-file)
             lines.append(f"{address}:{stored}::::::{extra}")
-    return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return f"<Passwd of {len(self.entries)} user(s)>"
+
+
+class _Hashing:
+    """One `password:` secret and its hash with the user's fixed salt, made in a
+    worker thread (argon2 leaves the interpreter free meanwhile)."""
+
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock = threading.Lock()
+
+    def __init__(self, address: str, password: str):
+        self.address = address
+        self._password = password
+        self._fixed: Future[str] = self._workers().submit(
+            hash_password, password, user_salt(address)
+        )
+
+    @classmethod
+    def _workers(cls) -> ThreadPoolExecutor:
+        with cls._pool_lock:
+            if cls._pool is None:
+                cls._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+            return cls._pool
+
+    def result(self, current: str | None) -> str:
+        fixed = self._fixed.result()
+        if current is None or current == fixed or not _same_strength(current):
+            return fixed
+        return current if verify_password(current, self._password) else fixed
+
+    def __repr__(self) -> str:
+        return f"<password of {self.address}>"
+
+
+def _same_strength(stored: str) -> bool:
+    """An {ARGON2ID} hash with the parameters mailops hashes with."""
+    head = stored.split("$")
+    return stored.startswith("{ARGON2ID}$argon2id$") and len(head) > 3 and head[3] == ARGON2_PARAMS
+
+
+def _passwd_hashes(data: bytes | None) -> dict[str, str]:
+    out = {}
+    for line in (data or b"").decode(errors="replace").splitlines():
+        if line and not line.startswith("#"):
+            fields = line.split(":")
+            if len(fields) > 1:
+                out[fields[0]] = fields[1]
+    return out
 
 
 def aliases_text(spec: Spec, host_id: str, roles: dict[str, str]) -> str:
@@ -146,17 +244,21 @@ def _tls_files(bundle: Bundle, host_id: str, host: Host, key_dir: Path) -> dict[
 
 
 def _dkim_files(bundle: Bundle, spec: Spec, roles: dict[str, str], key_dir: Path):
-    """The active (first) selector's key of each mailbox domain: this host signs its mail."""
-    keys, _notes = dkim.ensure_keys(spec, key_dir)
+    """The active (first) selector's key of each mailbox domain: this host signs
+    its mail. Only those keys are read (and made if missing): the other
+    selectors' are `mailops dns`'s business, and a spec of many hosts would
+    otherwise load every key once per host."""
     active: dict[str, tuple[str, str]] = {}
     for name, role in roles.items():
         selectors = spec.domains[name].dkim.selectors
         if role != "mailbox" or not selectors:
             continue
-        selector = selectors[0].name
-        rel = f"dkim/{name}.{selector}.key"
-        bundle.add(rel, keys[(name, selector)].path.read_bytes(), 0o600, True)
-        active[name] = (selector, rel)
+        selector = selectors[0]
+        path = dkim.key_path(key_dir, name, selector.name)
+        dkim.ensure_key(path, selector.algorithm)
+        rel = f"dkim/{name}.{selector.name}.key"
+        bundle.add(rel, path.read_bytes(), 0o600, True)
+        active[name] = (selector.name, rel)
     return active
 
 

@@ -7,13 +7,7 @@ second render gives the same bytes and clients that pinned it keep working.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailops.files import write_atomic
 
@@ -31,6 +25,19 @@ def ensure_self_signed(
     cert_path, key_path = self_signed_paths(key_dir, host_id)
     if cert_path.exists() and key_path.exists():
         return cert_path.read_bytes(), key_path.read_bytes()
+    return _make_self_signed(cert_path, key_path, fqdn, addresses)
+
+
+def _make_self_signed(
+    cert_path: Path, key_path: Path, fqdn: str, addresses: list[str]
+) -> tuple[bytes, bytes]:
+    import ipaddress  # only here: most renders find the certificate made already
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName(fqdn)]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]

@@ -1,16 +1,14 @@
 """The spec model (version 1). Key names are the public interface: see SPEC.md.
 
 Field docstrings become the descriptions in `schemas/mailops.schema.json`, which
-editors with a YAML language server show while a user types.
+editors with a YAML language server show while a user types (spec/schema.py
+reads them from this source when it makes the schema, not at import).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -56,7 +54,7 @@ MAILBOX_SERVICES = frozenset({"imap", "imaps", "pop3", "pop3s"})
 class Model(BaseModel):
     """Every spec object: unknown keys are errors, docstrings document fields."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 def _secret_ref_only(value: Any) -> Any:
@@ -435,6 +433,10 @@ class ExtraRecord(Model):
         if rtype is None:
             return value
         text = value if rtype != "TXT" or value.startswith('"') else _quote_txt(value)
+        import dns.rdata  # only for specs with extra records: dnspython is slow to import
+        import dns.rdataclass
+        import dns.rdatatype
+
         try:
             dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), text)
         except Exception as exc:  # dnspython raises many types; all mean "bad value"

@@ -18,7 +18,7 @@ from mailops.errors import SecretError
 class SecretRef(BaseModel):
     """A secret kept out of the spec: `{env: NAME}` or `{file: path}`."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     env: str | None = None
     """Name of an environment variable that holds the secret."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -70,6 +71,23 @@ def test_local_apply_serves_and_says_how_to_use_it(local_spec, capsys, monkeypat
     code, out, _ = run(capsys, monkeypatch, "service", str(spec), "start")
     assert (code, out.strip()) == (0, "here: running")
     assert run(capsys, monkeypatch, "plan", str(spec), "--detailed-exitcode")[0] == 0
+
+
+def test_a_noop_apply_to_a_pipe_loads_neither_rich_nor_paramiko(local_spec, capsys, monkeypatch):
+    spec, _ = local_spec
+    assert run(capsys, monkeypatch, "apply", str(spec), "--yes")[0] == 0
+    probe = (
+        "import sys\n"
+        "from mailops import cli\n"
+        f"sys.argv = ['mailops', 'apply', {str(spec)!r}, '--yes']\n"
+        "try:\n"
+        "    cli.main()\n"
+        "finally:\n"
+        "    print([m for m in ('rich', 'paramiko') if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["1 host(s) in sync; nothing to do", "[]"]
 
 
 def test_changes_need_yes_without_a_terminal(local_spec, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """Agent frames, and starting the agent from its one-line boot program."""
 
 import io
+import json
 import subprocess
 import sys
 
@@ -49,3 +50,61 @@ def test_an_old_python_says_its_version():
     result = run_agent(b"", pretend)
     assert result.returncode == boot.TOO_OLD_EXIT
     assert result.stdout == b"mailops-agent: python 3.9.2\n"
+
+
+def test_a_python_of_another_bytecode_runs_the_sources():
+    """The preamble carries code compiled here and the sources; a host whose
+    Python has another magic number compiles the sources instead."""
+    preamble = boot.agent_sources()
+    head, rest = preamble.split(b"\n", 1)
+    other = json.loads(head)
+    assert other["code"] > 0 and other["magic"]
+    other["magic"] = "00000000"
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", boot.BOOT],
+        input=json.dumps(other).encode() + b"\n" + rest + wire.encode({"op": "explode"}),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert wire.receive(io.BytesIO(result.stdout))[0]["error"] == "unknown request 'explode'"
+
+
+def test_a_facts_session_loads_only_what_facts_need(tmp_path):
+    """install and transaction (and subprocess, shutil, platform…) load when a
+    session asks for them: a no-op apply starts the agent quicker without."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("x\n")
+    facts = {
+        "op": "facts",
+        "lock": True,
+        "lock_key": str(tmp_path / "etc"),
+        "paths": {"config": str(tmp_path / "etc"), "data": str(tmp_path), "install": "/nowhere"},
+        "files": [{"path": str(tmp_path / "etc" / "passwd"), "expect": "", "content": True}],
+        "manifest": str(tmp_path / "etc" / "manifest.json"),
+        "service": {
+            "kind": "process",
+            "command": ["true"],
+            "pid_file": str(tmp_path / "pid"),
+            "log_file": str(tmp_path / "log"),
+        },
+        "status_file": str(tmp_path / "status.json"),
+        "build": "b" * 16,
+        "sweep": [str(tmp_path / "etc")],
+    }
+    check = (
+        "import os, sys\n"
+        "_exit = os._exit\n"
+        "def report(status):\n"
+        "    names = ('mailops_agent.transaction', 'mailops_agent.account', 'subprocess',\n"
+        "             'shutil', 'platform', 'tempfile', 'typing', 'importlib.abc')\n"
+        "    sys.stderr.write(repr(sorted(n for n in names if n in sys.modules)))\n"
+        "    sys.stderr.flush()\n"
+        "    _exit(status)\n"
+        "os._exit = report\n"
+    )
+    result = run_agent(wire.encode(facts), check)
+    assert result.returncode == 0, result.stderr
+    answer, blobs = wire.receive(io.BytesIO(result.stdout))
+    assert answer["ok"] and blobs == [b"x\n"], answer
+    assert result.stderr == b"[]"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pwd
-import shutil
-import subprocess
+
+from .errors import AgentFailure
 
 
-class AccountError(Exception):
+class AccountError(AgentFailure):
     pass
 
 
@@ -18,6 +18,9 @@ def ensure_user(name: str, home: str) -> bool:
         return False
     except KeyError:
         pass
+    import shutil
+    import subprocess
+
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     nologin = shutil.which("nologin") or "/usr/sbin/nologin"
     command = [useradd, "--system", "--user-group", "--no-create-home"]

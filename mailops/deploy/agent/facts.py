@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import pwd
 import sys
 from pathlib import Path
@@ -27,9 +26,9 @@ def system() -> dict:
     except KeyError:
         user = str(uid)
     return {
-        "python": platform.python_version(),
+        "python": sys.version.split()[0],
         "implementation": sys.implementation.name,
-        "machine": platform.machine(),
+        "machine": os.uname().machine,
         "os": _os_name(),
         "user": user,
         "uid": uid,
@@ -43,7 +42,7 @@ def _os_name() -> str:
                 return line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
-    return platform.system()
+    return os.uname().sysname
 
 
 def read_manifest(path: Path) -> dict | None:

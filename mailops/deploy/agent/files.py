@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import hashlib
 import os
 import pwd
-import shutil
 import stat
 from pathlib import Path
+
+try:  # the builtin hash: hashlib would first load OpenSSL, slower than hashing config files
+    from _sha256 import sha256
+except ImportError:  # a Python built without it
+    from hashlib import sha256
 
 TMP_MARK = ".mailops-tmp-"
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+    digest = sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
@@ -148,6 +151,8 @@ def sweep(folders: list[Path]) -> list[str]:
 
 def copy_into_backup(path: Path, backup_root: Path) -> Path:
     """Copy `path` to the same absolute path under `backup_root`, metadata kept."""
+    import shutil
+
     target = backup_root / str(path).lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     shutil.copy2(path, target)

@@ -14,18 +14,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from . import files, lock
+from .errors import AgentFailure
 
 MARKER = "mailops-build.json"
 KEEP_RELEASES = 3
 
 
-class InstallError(Exception):
+class InstallError(AgentFailure):
     pass
 
 
@@ -53,6 +52,8 @@ def install(request: dict, blobs: list[bytes]) -> dict:
 
 
 def _install(install_dir: Path, request: dict, blobs: list[bytes]) -> dict:
+    import shutil
+
     build = request["build"]
     release = release_dir(install_dir, build)
     if has_release(install_dir, build):
@@ -91,6 +92,8 @@ def _install(install_dir: Path, request: dict, blobs: list[bytes]) -> dict:
 
 
 def _run(command: list[str]) -> None:
+    import subprocess
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -123,6 +126,8 @@ def release_link(build: str) -> str:
 
 def prune(install_dir: Path) -> None:
     """Keep the newest few releases (the current one always)."""
+    import shutil
+
     releases = install_dir / "releases"
     if not releases.is_dir():
         return

@@ -11,20 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from .errors import AgentFailure
+from .files import sha256
 
-class LockError(Exception):
+
+class LockError(AgentFailure):
     pass
 
 
 def lock_path(config_dir: str) -> Path:
-    folder = "/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()
-    digest = hashlib.sha256(config_dir.encode()).hexdigest()[:16]
+    if os.access("/run/lock", os.W_OK):
+        folder = "/run/lock"
+    else:
+        import tempfile
+
+        folder = tempfile.gettempdir()
+    digest = sha256(config_dir.encode()).hexdigest()[:16]
     return Path(folder) / f"mailops-apply-{digest}.lock"
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
+from .errors import AgentFailure
 
-class ServiceError(Exception):
+# subprocess is imported where a process is started: a facts session starts none.
+
+
+class ServiceError(AgentFailure):
     pass
 
 
@@ -56,7 +59,7 @@ class Process:
         self.pid_file = Path(spec["pid_file"])
         self.log_file = Path(spec["log_file"])
         self.stop_timeout = float(spec.get("stop_timeout", 45))
-        self.started: subprocess.Popen | None = None
+        self.started = None  # the subprocess.Popen of a runtime started here
 
     def pid(self) -> int | None:
         try:
@@ -76,6 +79,8 @@ class Process:
         return {"running": pid is not None, "pid": pid}
 
     def start(self) -> None:
+        import subprocess
+
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             # A session of its own: the runtime outlives this agent and its SSH session.
@@ -128,6 +133,8 @@ class Systemd:
         self.unit = spec["unit"]
 
     def _ctl(self, *args: str, check: bool = True) -> str:
+        import subprocess
+
         result = subprocess.run(
             ["systemctl", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL
         )
@@ -172,6 +179,8 @@ class Systemd:
         return state in ("failed", "inactive")
 
     def diagnostics(self) -> str:
+        import subprocess
+
         with contextlib.suppress(OSError):
             result = subprocess.run(
                 ["journalctl", "-u", self.unit, "-n", "5", "--no-pager", "-o", "cat"],

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 from . import account, files, install, service, verify
+from .errors import AgentFailure
 
 KEEP_BACKUPS = 10
 
 
-class StaleFacts(Exception):
+class StaleFacts(AgentFailure):
     pass
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -57,6 +56,8 @@ def _connect_address(address: str) -> str:
 
 
 def _port_answers(address: str, port: int, read_banner: bool) -> tuple[bool, str]:
+    import socket
+
     try:
         with socket.create_connection((_connect_address(address), port), timeout=2) as sock:
             if not read_banner:

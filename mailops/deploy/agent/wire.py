@@ -7,8 +7,11 @@ wheel is neither base64-encoded nor parsed as JSON.
 
 from __future__ import annotations
 
+import io
 import json
-from typing import Any, BinaryIO
+
+# No `typing` here: the agent imports this module at start-up, and typing
+# alone would take a tenth of that. Values are JSON: dicts, lists, scalars.
 
 
 class WireError(Exception):
@@ -19,13 +22,13 @@ class WireError(Exception):
         self.line = line
 
 
-def encode(message: dict[str, Any], blobs: list[bytes] | tuple[bytes, ...] = ()) -> bytes:
+def encode(message: dict[str, object], blobs: list[bytes] | tuple[bytes, ...] = ()) -> bytes:
     header = dict(message, blobs=[len(b) for b in blobs])
     line = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
     return b"".join([line, b"\n", *blobs])
 
 
-def receive(stream: BinaryIO) -> tuple[dict[str, Any], list[bytes]] | None:
+def receive(stream: io.BufferedIOBase) -> tuple[dict, list[bytes]] | None:
     """The next frame, or None when the stream ended cleanly between frames."""
     line = stream.readline()
     if not line:
@@ -40,7 +43,7 @@ def receive(stream: BinaryIO) -> tuple[dict[str, Any], list[bytes]] | None:
     return header, blobs
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
+def _read_exact(stream: io.BufferedIOBase, size: int) -> bytes:
     parts, left = [], size
     while left:
         chunk = stream.read(left)
