@@ -40,14 +40,11 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import grp
 import os
-import pwd
 import random
 import re
 import resource
 import shutil
-import signal
 import smtplib
 import socket
 import statistics
@@ -60,11 +57,15 @@ from pathlib import Path
 
 import argon2
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import dovecot
+from tests.dovecot import free_port, stop, wait_port
+
 DOMAIN = "example.test"
 USER = "alice"
 ADDRESS = f"{USER}@{DOMAIN}"
 PASSWORD = "alice-pw"
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 WORDS = [
     *("mail", "server", "index", "folder", "message", "network", "protocol", "client"),
     *("delivery", "storage", "header", "body", "quota", "session", "retrieve"),
@@ -277,25 +278,6 @@ def passwd(idle_users: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
-
-
 def start_mailops(work: Path, data_dir: Path, idle_users: int) -> tuple[subprocess.Popen, dict]:
     ports = {"imap": free_port(), "submission": free_port()}
     etc = work / "mailops-etc"
@@ -325,35 +307,16 @@ def start_mailops(work: Path, data_dir: Path, idle_users: int) -> tuple[subproce
 def start_dovecot(work: Path, data_dir: Path) -> tuple[subprocess.Popen, dict]:
     port = free_port()
     conf = work / "dovecot"
-    for sub in ("run", "state", "home"):
-        (conf / sub).mkdir(parents=True)
+    conf.mkdir()
     (conf / "passwd").write_text(passwd(0))
-    uid, gid = os.getuid(), os.getgid()
-    if uid == 0:
-        # Dovecot never runs mail processes as root: serve the copy as nobody.
-        uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-        for path in [data_dir, *data_dir.rglob("*"), conf / "home"]:
-            os.chown(path, uid, gid)
-    (conf / "dovecot.conf").write_text(
-        f"""
-base_dir = {conf}/run
-state_dir = {conf}/state
-log_path = {conf}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-first_valid_uid = 0
-mail_location = maildir:{data_dir}/mail/%d/%n
-passdb {{
-  driver = passwd-file
-  args = username_format=%u {conf}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={conf}/home/%u
-}}
+    uid, gid = dovecot.mail_owner([data_dir])
+    conf_file = dovecot.config(
+        conf,
+        protocol="imap",
+        mail_location=f"maildir:{data_dir}/mail/%d/%n",
+        uid=uid,
+        gid=gid,
+        services=f"""
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
@@ -362,28 +325,9 @@ service imap-login {{
   inet_listener imaps {{
     port = 0
   }}
-}}
-"""
+}}""",
     )
-    log = work / "dovecot-stdout.log"
-    proc = subprocess.Popen(
-        [DOVECOT, "-F", "-c", str(conf / "dovecot.conf")],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_port(port, proc, log)
-    return proc, {"imap": port}
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return dovecot.launch(conf_file, [port], work / "dovecot-stdout.log"), {"imap": port}
 
 
 # -------------------------------------------------------------------- client
@@ -834,7 +778,7 @@ def main() -> None:
         print(row(f"mailops warm (median of {args.runs})", m_warm))
         m_checked = check("mailops", m_answers, metas, problems)
 
-        if args.no_dovecot or not Path(DOVECOT).exists():
+        if args.no_dovecot or not dovecot.available("imap"):
             print("(Dovecot: not run; apt-get install dovecot-imapd to compare)")
         else:
             dproc, dports = start_dovecot(work, theirs)

@@ -33,14 +33,10 @@ same poplib loop, so the figures compare servers, not clients. Messages are chec
 from __future__ import annotations
 
 import argparse
-import grp
 import os
 import poplib
-import pwd
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,14 +45,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from mailops.passwords import hash_password
 from mailops.runtime.store import Store
 from mailops.runtime.store.index import INDEX_FILE
+from tests import dovecot
+from tests.dovecot import free_port, stop, wait_port
 
 DOMAIN = "example.test"
 USER = "alice"
 PASSWORD = "alice-pw"
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 WORDS = [
     *("mail", "server", "index", "folder", "message", "network", "protocol", "client"),
     *("delivery", "storage", "header", "body", "quota", "session", "retrieve"),
@@ -138,25 +137,6 @@ def password_hash() -> str:
     return hash_password(PASSWORD, b"benchsaltbenchsa")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
-
-
 def start_mailops(work: Path, data_dir: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     etc = work / "mailops-etc"
@@ -183,37 +163,18 @@ def start_mailops(work: Path, data_dir: Path) -> tuple[subprocess.Popen, int]:
 def start_dovecot(work: Path, data_dir: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     conf = work / "dovecot"
-    for sub in ("run", "state", "home"):
-        (conf / sub).mkdir(parents=True)
+    conf.mkdir()
     # The same argon2id hash mailops verifies, so logins cost the same on both sides.
     (conf / "passwd").write_text(f"{USER}@{DOMAIN}:{password_hash()}::::::\n")
-    uid, gid = os.getuid(), os.getgid()
-    if uid == 0:
-        # Dovecot never runs mail processes as root: serve the copy as nobody.
-        uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-        for path in [data_dir, *data_dir.rglob("*"), conf / "home"]:
-            os.chown(path, uid, gid)
-    (conf / "dovecot.conf").write_text(
-        f"""
-base_dir = {conf}/run
-state_dir = {conf}/state
-log_path = {conf}/dovecot.log
-protocols = pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-first_valid_uid = 0
-mail_location = maildir:{data_dir}/mail/%d/%n
-pop3_uidl_format = %08Xu%08Xv
-passdb {{
-  driver = passwd-file
-  args = username_format=%u {conf}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={conf}/home/%u
-}}
+    uid, gid = dovecot.mail_owner([data_dir])
+    conf_file = dovecot.config(
+        conf,
+        protocol="pop3",
+        mail_location=f"maildir:{data_dir}/mail/%d/%n",
+        uid=uid,
+        gid=gid,
+        extra="pop3_uidl_format = %08Xu%08Xv",
+        services=f"""
 service pop3-login {{
   inet_listener pop3 {{
     address = 127.0.0.1
@@ -224,28 +185,9 @@ service imap-login {{
   inet_listener imap {{
     port = 0
   }}
-}}
-"""
+}}""",
     )
-    log = work / "dovecot-stdout.log"
-    proc = subprocess.Popen(
-        [DOVECOT, "-F", "-c", str(conf / "dovecot.conf")],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_port(port, proc, log)
-    return proc, port
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return dovecot.launch(conf_file, [port], work / "dovecot-stdout.log"), port
 
 
 # -------------------------------------------------------------------- client
@@ -460,7 +402,7 @@ def main() -> None:
         )
         servers = [Server("mailops", *start_mailops(work, ours))]
         procs.append(servers[0].proc)
-        if args.no_dovecot or not Path(DOVECOT).exists():
+        if args.no_dovecot or not dovecot.available("pop3"):
             print("(Dovecot not installed: apt-get install dovecot-pop3d; no comparison)")
         else:
             servers.append(Server("dovecot", *start_dovecot(work, theirs)))

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import grp
 import imaplib
 import os
-import pwd
 import random
 import re
 import shutil
 import signal
 import smtplib
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -35,6 +32,7 @@ from pathlib import Path
 import trustme
 
 from mailops.passwords import hash_password
+from tests import dovecot as private_dovecot
 from tests.integration.mailserver import MailServer, mail_server
 
 USER = "alice"
@@ -50,7 +48,6 @@ MBSYNC = shutil.which("mbsync")
 OFFLINEIMAP = shutil.which("offlineimap")
 FETCHMAIL = shutil.which("fetchmail")
 GETMAIL = shutil.which("getmail")
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 CLIENT_TIMEOUT = 60
 
 # Maildir info letters ↔ IMAP system flags (the ones every client maps).
@@ -619,58 +616,17 @@ def mailops_target(root: Path) -> Iterator[MailopsTarget]:
         yield MailopsTarget(srv, ca_file)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def dovecot_available() -> bool:
-    return Path(DOVECOT).exists() and Path("/usr/lib/dovecot/imap").exists()
+    return private_dovecot.available("imap")
 
 
-DOVECOT_CONF = """
-base_dir = {conf}/run
-state_dir = {conf}/state
-log_path = {conf}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = yes
+DOVECOT_TLS = """ssl = yes
 ssl_cert = <{conf}/server.pem
 ssl_key = <{conf}/server.key
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
-first_valid_uid = 0
-mail_location = maildir:{mail}/%d/%n:INDEX={conf}/index/%d/%n
-passdb {{
-  driver = passwd-file
-  args = username_format=%u {conf}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={conf}/home/%u
-}}
+auth_mechanisms = plain login"""
+
+DOVECOT_SERVICES = """
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
@@ -681,8 +637,7 @@ service imap-login {{
     port = {imaps}
     ssl = yes
   }}
-}}
-"""
+}}"""
 
 
 class DovecotTarget(Target):
@@ -702,34 +657,30 @@ class DovecotTarget(Target):
         cert.private_key_and_cert_chain_pem.write_to_path(str(self.conf / "server.pem"))
         cert.private_key_pem.write_to_path(str(self.conf / "server.key"))
         ca.cert_pem.write_to_path(str(work / "ca.pem"))
-        super().__init__({"imap": _free_port(), "imaps": _free_port()}, ca, work / "ca.pem")
+        ports = {"imap": private_dovecot.free_port(), "imaps": private_dovecot.free_port()}
+        super().__init__(ports, ca, work / "ca.pem")
         (self.conf / "passwd").write_text(
             f"{ADDRESS}:{hash_password(PASSWORD, b'alicesaltalicesa')}::::::\n"
         )
-        self.uid, self.gid = os.getuid(), os.getgid()
-        if self.uid == 0:  # Dovecot never runs mail processes as root: serve as nobody
-            self.uid, self.gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-        (self.conf / "dovecot.conf").write_text(
-            DOVECOT_CONF.format(
-                conf=self.conf, mail=self.mail, uid=self.uid, gid=self.gid, **self.ports
-            )
+        self.uid, self.gid = private_dovecot.mail_owner([])
+        self.conf_file = private_dovecot.config(
+            self.conf,
+            protocol="imap",
+            mail_location=f"maildir:{self.mail}/%d/%n:INDEX={self.conf}/index/%d/%n",
+            uid=self.uid,
+            gid=self.gid,
+            tls=DOVECOT_TLS.format(conf=self.conf),
+            services=DOVECOT_SERVICES.format(**self.ports),
         )
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         log = self.work / "stdout.log"
-        self.proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(self.conf / "dovecot.conf")],
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        _wait_port(self.ports["imap"], self.proc, log)
-        _wait_port(self.ports["imaps"], self.proc, log)
+        self.proc = private_dovecot.launch(self.conf_file, self.ports.values(), log)
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            private_dovecot.stop(self.proc)
 
     def reset(self, corpus: dict[str, list[Mail]]) -> None:
         self.stop()

@@ -5,20 +5,17 @@ of given messages, used as an oracle for what RFC 3501 leaves no freedom about."
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
-import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+from tests import dovecot as private_dovecot
+
 USER = "oracle"
 PASSWORD = "oracle-pw"
 
@@ -84,24 +81,7 @@ class RawClient:
 
 
 def dovecot_available() -> bool:
-    return Path(DOVECOT).exists() and Path("/usr/lib/dovecot/imap").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dovecot exited early:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"dovecot did not start:\n{log.read_text(errors='replace')}")
+    return private_dovecot.available("imap")
 
 
 def write_maildir(maildir: Path, messages: list[bytes]) -> None:
@@ -132,42 +112,25 @@ def dovecot(messages: list[bytes]) -> Iterator[RawClient]:
             client.close()
     finally:
         if proc is not None:
-            _stop(proc)
+            private_dovecot.stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _start(work: Path, messages: list[bytes]) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = private_dovecot.free_port()
     conf = work / "conf"
-    for sub in ("run", "state", "home"):
-        (conf / sub).mkdir(parents=True)
+    conf.mkdir()
     write_maildir(work / "mail", messages)
     (conf / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-    uid, gid = os.getuid(), os.getgid()
-    if uid == 0:  # Dovecot never runs mail processes as root: serve the Maildir as nobody
-        uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-        for path in [work / "mail", *(work / "mail").rglob("*"), conf / "home"]:
-            os.chown(path, uid, gid)
-    (conf / "dovecot.conf").write_text(
-        f"""
-base_dir = {conf}/run
-state_dir = {conf}/state
-log_path = {conf}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-first_valid_uid = 0
-mail_location = maildir:{work}/mail
-passdb {{
-  driver = passwd-file
-  args = {conf}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={conf}/home/%u
-}}
+    uid, gid = private_dovecot.mail_owner([work / "mail"])
+    conf_file = private_dovecot.config(
+        conf,
+        protocol="imap",
+        mail_location=f"maildir:{work}/mail",
+        uid=uid,
+        gid=gid,
+        passdb_args=f"{conf}/passwd",
+        services=f"""
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
@@ -176,29 +139,6 @@ service imap-login {{
   inet_listener imaps {{
     port = 0
   }}
-}}
-"""
+}}""",
     )
-    log = work / "stdout.log"
-    proc = subprocess.Popen(
-        [DOVECOT, "-F", "-c", str(conf / "dovecot.conf")],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        _wait_port(port, proc, log)
-    except BaseException:
-        _stop(proc)
-        raise
-    return proc, port
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return private_dovecot.launch(conf_file, [port], work / "stdout.log"), port
