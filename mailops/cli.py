@@ -373,8 +373,18 @@ def apply(
         float, typer.Option("--verify-timeout", min=1, help="Seconds to wait for verification.")
     ] = 30.0,
     as_json: JsonOpt = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Render and plan every host even when nothing changed since the last "
+            "apply that found them all in sync.",
+        ),
+    ] = False,
 ) -> None:
     """Make every host match the spec: files, runtime, service; verified, else rolled back."""
+    if not (check or as_json or full) and _in_sync_as_noted(spec, host):
+        return
     from mailops.deploy import display
     from mailops.deploy.apply import apply_all, load_targets
     from mailops.spec.load import load_spec
@@ -405,7 +415,24 @@ def apply(
 
     with progress:
         outcomes = apply_all(targets, options, progress, confirm, check=check)
+    if not (check or refused) and all(o.status == "in sync" for o in outcomes):
+        from mailops.deploy import memo
+
+        memo.record(spec, host, loaded.diagnostics, targets, outcomes)
     _report_apply(loaded, targets, outcomes, as_json, check, refused)
+
+
+def _in_sync_as_noted(spec: Path, host: list[str] | None) -> bool:
+    """The in-sync memo's shortcut (deploy/memo.py): True when every host gave
+    the facts it gave when the last apply found it in sync, from the same inputs."""
+    from mailops.deploy import memo
+
+    noted = memo.replay(spec, host)
+    if noted is None:
+        return False
+    print_diagnostics(noted.warnings)
+    out.print(f"{noted.hosts} host(s) in sync; nothing to do", markup=False)
+    return True
 
 
 def _report_apply(loaded, targets, outcomes, as_json: bool, check: bool, refused) -> None:

@@ -130,38 +130,52 @@ class _ChannelPipe:
 
 class SSHConnection:
     def __init__(self, target: SSHTarget, accept_new_host_keys: bool = False, timeout: float = 15):
-        from mailops.deploy import hostkeys  # here, so that local-only runs never import paramiko
-        from mailops.deploy.sshlib import paramiko_module
-
         self.host_id = target.host_id
         self.target = target
         self.description = f"ssh {target.user}@{target.address}:{target.port}"
-        paramiko = paramiko_module()
-        self.client = paramiko.SSHClient()
-        name = hostkeys.entry_name(target.address, target.port)
-        for key_type, key in hostkeys.entries_for(target.known_hosts, name).items():
-            self.client.get_host_keys().add(name, key_type, key)
-        self.client.set_missing_host_key_policy(
-            hostkeys.Policy(
-                target.host_id, target.known_hosts, target.spec_path, accept_new_host_keys
-            )
-        )
-        self._sock = None
+        self.client = None
+        # The TCP connection first: sshd starts its side of the session (a new
+        # process that loads its keys) while paramiko is being imported here.
+        self._sock = self._open_socket(timeout)
         try:
-            self._connect(paramiko, timeout)
+            self.client = self._client(accept_new_host_keys)
+            self._connect(timeout)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self, paramiko, timeout: float) -> None:
+    def _open_socket(self, timeout: float):
         from mailops.deploy.sshlib import connect_socket
 
         t = self.target
-        identity = str(t.identity_file) if t.identity_file else None
-        if identity and not Path(identity).exists():
-            raise DeployError(f"{t.host_id}: identity file {identity} does not exist")
+        if t.identity_file and not t.identity_file.exists():
+            raise DeployError(f"{t.host_id}: identity file {t.identity_file} does not exist")
         try:
-            self._sock = connect_socket(t.address, t.port, timeout)
+            return connect_socket(t.address, t.port, timeout)
+        except (TimeoutError, OSError) as exc:
+            raise _unreachable(t, exc) from None
+
+    def _client(self, accept_new_host_keys: bool):
+        from mailops.deploy import hostkeys  # here, so that local-only runs never import paramiko
+        from mailops.deploy.sshlib import paramiko_module
+
+        t = self.target
+        client = paramiko_module().SSHClient()
+        name = hostkeys.entry_name(t.address, t.port)
+        for key_type, key in hostkeys.entries_for(t.known_hosts, name).items():
+            client.get_host_keys().add(name, key_type, key)
+        client.set_missing_host_key_policy(
+            hostkeys.Policy(t.host_id, t.known_hosts, t.spec_path, accept_new_host_keys)
+        )
+        return client
+
+    def _connect(self, timeout: float) -> None:
+        from mailops.deploy.sshlib import paramiko_module
+
+        paramiko = paramiko_module()
+        t = self.target
+        identity = str(t.identity_file) if t.identity_file else None
+        try:
             self.client.connect(
                 t.address,
                 port=t.port,
@@ -189,10 +203,7 @@ class SSHConnection:
                 f"{t.host_id}: SSH login as {t.user}@{t.address}:{t.port} refused (tried {how})"
             ) from None
         except (TimeoutError, OSError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise DeployError(
-                f"{t.host_id}: cannot connect to {t.address} port {t.port}: {reason}"
-            ) from None
+            raise _unreachable(t, exc) from None
         except paramiko.SSHException as exc:
             raise DeployError(f"{t.host_id}: SSH to {t.address}:{t.port} failed: {exc}") from None
 
@@ -205,9 +216,15 @@ class SSHConnection:
         return _ChannelPipe(channel)
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
         if self._sock is not None:
             self._sock.close()
+
+
+def _unreachable(t: SSHTarget, exc: OSError) -> DeployError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return DeployError(f"{t.host_id}: cannot connect to {t.address} port {t.port}: {reason}")
 
 
 def agent_command(login_user: str | None, needs_root: bool) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from mailops.deploy.desired import Desired
-from mailops.deploy.layout import Layout
-from mailops.deploy.session import AgentSession
+if TYPE_CHECKING:  # types only: the in-sync memo uses this module without the spec model
+    from mailops.deploy.desired import Desired
+    from mailops.deploy.layout import Layout
+    from mailops.deploy.session import AgentSession
 
 
 @dataclass
@@ -19,6 +23,7 @@ class HostFacts:
     service: dict  # {"running": bool, "pid": int or None}
     status: dict | None  # what the runtime reports it loaded
     swept: list[str] = field(default_factory=list)
+    digest: str = ""  # of everything above but the contents (see facts_digest)
 
     def sha(self, path: str) -> str | None:
         info = self.files.get(path)
@@ -65,4 +70,13 @@ def gather(
         service=result["service"],
         status=result["status"],
         swept=result["swept"],
+        digest=facts_digest(result),
     )
+
+
+def facts_digest(result: dict) -> str:
+    """The facts' fingerprint, old contents aside (they come back only for files
+    that differ from the desired ones): two answers with the same fingerprint
+    describe the same files, runtime and service."""
+    rest = {k: v for k, v in result.items() if k != "contents"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()

@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mailops import inputs
 from mailops.errors import MailopsError
 from mailops.passwords import ARGON2_PARAMS, hash_password, verify_password
 from mailops.render import dkim, systemd
@@ -256,6 +257,7 @@ def _dkim_files(bundle: Bundle, spec: Spec, roles: dict[str, str], key_dir: Path
         selector = selectors[0]
         path = dkim.key_path(key_dir, name, selector.name)
         dkim.ensure_key(path, selector.algorithm)
+        inputs.note_file(path)
         rel = f"dkim/{name}.{selector.name}.key"
         bundle.add(rel, path.read_bytes(), 0o600, True)
         active[name] = (selector.name, rel)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from mailops import inputs
 from mailops.files import write_atomic
 
 VALIDITY = dt.timedelta(days=825)
@@ -23,6 +24,8 @@ def ensure_self_signed(
 ) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) for the host, made on first use."""
     cert_path, key_path = self_signed_paths(key_dir, host_id)
+    inputs.note_file(cert_path)
+    inputs.note_file(key_path)
     if cert_path.exists() and key_path.exists():
         return cert_path.read_bytes(), key_path.read_bytes()
     return _make_self_signed(cert_path, key_path, fqdn, addresses)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from mailops import inputs
 from mailops.errors import SecretError
 
 
@@ -38,12 +39,14 @@ class SecretRef(BaseModel):
     def resolve(self, base_dir: Path) -> str:
         """The secret's value. Errors name the reference, never the value."""
         if self.env is not None:
+            inputs.note_variable(self.env)
             value = os.environ.get(self.env)
             if value is None:
                 raise SecretError(f"secret {self.describe()} is not set")
             return value
         path = Path(self.file).expanduser()  # type: ignore[arg-type]
         path = path if path.is_absolute() else base_dir / path
+        inputs.note_file(path)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
+import sys
 import time
 from pathlib import Path
 
+from mailops import cli
 from mailops.deploy.apply import Options, apply_all, load_targets, plan_all
 from mailops.deploy.executor import Outcome
 
@@ -27,6 +29,18 @@ def apply(spec: Path, check: bool = False, **options) -> list[Outcome]:
 def plan(spec: Path, **options) -> list[Outcome]:
     targets = load_targets(spec, options.pop("hosts", None))
     return plan_all(targets, Options(**options), lambda host, stage: None)
+
+
+def run_cli(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
+    """`mailops ARGS` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["mailops", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def by_host(outcomes: list[Outcome]) -> dict[str, Outcome]:

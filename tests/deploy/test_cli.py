@@ -10,23 +10,12 @@ import sys
 
 import pytest
 
-from mailops import cli
 from tests.deploy import specs
 from tests.deploy.helpers import arrived, mtimes, send
+from tests.deploy.helpers import run_cli as run
 from tests.deploy.sshd import ssh_servers, stop_runtime
 
 pytestmark = pytest.mark.integration
-
-
-def run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["mailops", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
