@@ -1,3 +1,3 @@
-from mailops.cli import main
+from mailops.entry import main
 
 main()

@@ -425,9 +425,12 @@ def apply(
 def _in_sync_as_noted(spec: Path, host: list[str] | None) -> bool:
     """The in-sync memo's shortcut (deploy/memo.py): True when every host gave
     the facts it gave when the last apply found it in sync, from the same inputs."""
+    from mailops import entry
     from mailops.deploy import memo
 
-    noted = memo.replay(spec, host)
+    started, noted = entry.early_replay(spec, host)  # the answer asked for ahead, if any
+    if not started:
+        noted = memo.replay(spec, host)
     if noted is None:
         return False
     print_diagnostics(noted.warnings)

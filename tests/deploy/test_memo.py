@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailops import inputs
+from mailops import entry, inputs
 from mailops.deploy import memo, wheels
 from tests.deploy import specs
 from tests.deploy.helpers import mtimes
@@ -184,3 +184,69 @@ def test_a_file_changed_just_now_makes_no_memo(lab, capsys, monkeypatch):
     assert code == 0
     assert run(capsys, monkeypatch, "apply", str(lab.spec), "--yes")[:2] == (0, IN_SYNC + "\n")
     assert not memo.memo_path(lab.spec, None).exists()
+
+
+# ---------------------------------------------------------------- asked ahead (entry.py)
+
+
+def test_only_plain_applies_are_asked_ahead():
+    assert entry.plain_apply(["apply", "s.yaml"]) == "s.yaml"
+    assert entry.plain_apply(["apply", "--yes", "s.yaml"]) == "s.yaml"
+    assert entry.plain_apply(["apply", "s.yaml", "-y"]) == "s.yaml"
+    for argv in (
+        [],
+        ["plan", "s.yaml"],
+        ["apply"],
+        ["apply", "s.yaml", "--full"],
+        ["apply", "s.yaml", "--host", "mx1"],
+        ["apply", "s.yaml", "--check"],
+        ["apply", "a.yaml", "b.yaml"],
+        ["apply", "--help"],
+    ):
+        assert entry.plain_apply(argv) is None, argv
+
+
+def _mailops(lab: Lab, *args: str) -> subprocess.CompletedProcess:
+    env = {"XDG_CACHE_HOME": str(lab.root / "cache"), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "mailops", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=lab.root)
+
+
+def _early(lab: Lab, asked_for: Path) -> str:
+    """A child started for lab.spec; what the parent gets when it wants `asked_for`."""
+    probe = (
+        "from mailops import entry\n"
+        f"entry._start({str(lab.spec)!r})\n"
+        f"started, noted = entry.early_replay({str(asked_for)!r}, None)\n"
+        "print(started, noted and noted.hosts)\n"
+    )
+    env = {"XDG_CACHE_HOME": str(lab.root / "cache"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_command_takes_the_answer_asked_ahead(lab, capsys, monkeypatch):
+    _in_sync_twice(capsys, monkeypatch, lab)
+    assert _early(lab, lab.spec) == "True 1"
+    result = _mailops(lab, "apply", "spec.yaml", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == IN_SYNC + "\n"  # the child wrote nothing of its own
+    assert result.stderr.count("no postmaster address") == 1
+
+
+def test_an_answer_asked_ahead_for_another_spec_is_not_taken(lab, capsys, monkeypatch):
+    _in_sync_twice(capsys, monkeypatch, lab)
+    assert _early(lab, lab.root / "other.yaml") == "False None"
+
+
+def test_drift_found_ahead_leaves_the_host_to_the_full_path(lab, capsys, monkeypatch):
+    _in_sync_twice(capsys, monkeypatch, lab)
+    aliases = lab.root / "m" / "etc" / "aliases"
+    good = aliases.read_bytes()
+    aliases.write_bytes(b"# edited by hand\n")
+    assert _early(lab, lab.spec) == "True None"
+    # The child closed its session (and the lock) before it answered: the full path repairs.
+    result = _mailops(lab, "apply", "spec.yaml", "--yes")
+    assert result.returncode == 0 and "applied" in result.stdout, result.stdout + result.stderr
+    assert aliases.read_bytes() == good

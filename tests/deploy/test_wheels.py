@@ -17,7 +17,7 @@ def test_mailops_wheel_is_deterministic_and_names_its_build(tmp_path):
         info = f"mailops-{wheels.build_version()}.dist-info"
         assert "mailops/runtime/server.py" in names and "mailops/deploy/agent/boot.py" in names
         assert not any("__pycache__" in n for n in names)
-        assert "mailops = mailops.cli:main" in archive.read(f"{info}/entry_points.txt").decode()
+        assert "mailops = mailops.entry:main" in archive.read(f"{info}/entry_points.txt").decode()
         metadata = archive.read(f"{info}/METADATA").decode()
         assert (
             f"Version: {wheels.build_version()}" in metadata
