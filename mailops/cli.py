@@ -383,12 +383,14 @@ def apply(
     ] = False,
 ) -> None:
     """Make every host match the spec: files, runtime, service; verified, else rolled back."""
-    if not (check or as_json or full) and _in_sync_as_noted(spec, host):
+    if not (check or as_json or full) and _in_sync_as_noted(spec, host, parallel):
         return
+    from mailops import inputs
     from mailops.deploy import display
     from mailops.deploy.apply import apply_all, load_targets
     from mailops.spec.load import load_spec
 
+    inputs.forget()  # what this render reads is what the in-sync memo must watch
     loaded = load_spec(spec)
     print_diagnostics(loaded.diagnostics)
     targets = load_targets(loaded, host)
@@ -422,7 +424,7 @@ def apply(
     _report_apply(loaded, targets, outcomes, as_json, check, refused)
 
 
-def _in_sync_as_noted(spec: Path, host: list[str] | None) -> bool:
+def _in_sync_as_noted(spec: Path, host: list[str] | None, parallel: int | None) -> bool:
     """The in-sync memo's shortcut (deploy/memo.py): True when every host gave
     the facts it gave when the last apply found it in sync, from the same inputs."""
     from mailops import entry
@@ -430,7 +432,7 @@ def _in_sync_as_noted(spec: Path, host: list[str] | None) -> bool:
 
     started, noted = entry.early_replay(spec, host)  # the answer asked for ahead, if any
     if not started:
-        noted = memo.replay(spec, host)
+        noted = memo.replay(spec, host, parallel)
     if noted is None:
         return False
     print_diagnostics(noted.warnings)

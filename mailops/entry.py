@@ -67,14 +67,7 @@ def _child(spec: str, out: int) -> None:
         from mailops.deploy import memo
 
         noted = memo.replay(Path(spec), None)
-        answer = (
-            None
-            if noted is None
-            else {
-                "hosts": noted.hosts,
-                "warnings": [asdict(w) for w in noted.warnings],
-            }
-        )
+        answer = noted and {"hosts": noted.hosts, "warnings": [asdict(w) for w in noted.warnings]}
         os.write(out, json.dumps(answer).encode())
     finally:
         os._exit(0)  # not the parent's atexit handlers, nor its buffered output

@@ -1,9 +1,9 @@
 """What a render read besides the spec: files and environment variables.
 
 apply's in-sync memo (deploy/memo.py) must know that rendering again would
-read the same things. Reads are noted for the whole process rather than for
-one render: a note costs nothing, and a read that escaped a scope would make
-a memo that no longer notices a change.
+read the same things. Reads are noted for the whole process from the moment
+a command starts rendering (`forget`), rather than inside a scope that a read
+could escape: a memo that missed a read would no longer notice its change.
 
 Only names are kept here, never what was read: the memo knows a file by its
 `stat` signature, and it does not remember a render that read any variable,
@@ -18,6 +18,12 @@ import time
 
 _files: set[str] = set()
 _variables: set[str] = set()
+
+
+def forget() -> None:
+    """Start a new account (a command that is about to render)."""
+    _files.clear()
+    _variables.clear()
 
 
 def note_file(path: str | os.PathLike) -> None:

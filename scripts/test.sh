@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # Real parts the integration tests start: an authoritative DNS server (NSD),
 # named-checkzone (bind9-utils), and mail clients as later issues need them.
 apt_packages=(bind9-utils nsd postfix swaks fetchmail getmail6 isync offlineimap3 openssh-server
-              dovecot-pop3d dovecot-imapd)  # dovecot: the benches' reference
+              dovecot-pop3d dovecot-imapd   # dovecot: the benches' reference
+              systemd)                      # systemd-analyze checks the unit; nothing boots
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

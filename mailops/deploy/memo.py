@@ -34,6 +34,7 @@ from mailops.deploy import wheels
 from mailops.deploy.connection import LocalConnection, SSHConnection, SSHTarget
 from mailops.deploy.facts import facts_digest, facts_request
 from mailops.deploy.session import AgentSession
+from mailops.errors import MailopsError
 from mailops.files import write_atomic
 from mailops.spec.diagnostics import Diagnostic
 
@@ -62,9 +63,10 @@ class InSync:
     warnings: list[Diagnostic]  # the spec's, which the full path would show
 
 
-def replay(spec: Path, hosts: list[str] | None) -> InSync | None:
+def replay(spec: Path, hosts: list[str] | None, parallel: int | None = None) -> InSync | None:
     """The hosts found in sync as the memo says, or None: the full path must
-    run (no memo, other inputs, other facts, any error)."""
+    run (no memo, other inputs, other facts, any error). `parallel` hosts at
+    a time (default: all)."""
     try:
         memo = json.loads(memo_path(spec, hosts).read_bytes())
         if not _inputs_unchanged(memo, spec):
@@ -73,7 +75,7 @@ def replay(spec: Path, hosts: list[str] | None) -> InSync | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     entries = memo["hosts"]
-    with ThreadPoolExecutor(max_workers=max(1, len(entries))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, parallel or len(entries))) as pool:
         answers = list(pool.map(_same_facts, entries))
     return InSync(len(entries), warnings) if entries and all(answers) else None
 
@@ -145,7 +147,10 @@ def record(
         "warnings": [asdict(d) for d in warnings],
         "hosts": [_host_entry(t, o, build) for t, o in zip(targets, outcomes, strict=True)],
     }
-    write_atomic(path, json.dumps(memo, indent=1).encode(), 0o600)
+    try:
+        write_atomic(path, json.dumps(memo, indent=1).encode(), 0o600)
+    except MailopsError:  # a cache that cannot be written costs speed, not the apply
+        return False
     return True
 
 

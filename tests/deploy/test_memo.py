@@ -21,6 +21,7 @@ from tests.deploy.sshd import SshServer, ssh_servers
 pytestmark = pytest.mark.integration
 
 IN_SYNC = "1 host(s) in sync; nothing to do"
+REPO = Path(__file__).resolve().parents[2]
 ALICE_PASSWORD = "alice-secret-one"
 RELAY_PASSWORD = "relay-secret-one"
 
@@ -62,6 +63,7 @@ def lab(install, tmp_path, monkeypatch):
     # The files here are written a moment before they are read: let them count
     # at once (test_a_file_changed_just_now_makes_no_memo keeps the real rule).
     monkeypatch.setattr(inputs, "RACY_NS", 0)
+    inputs.forget()  # reads of earlier tests in this process are not this spec's
     monkeypatch.setattr(wheels, "cache_dir", lambda: tmp_path / "cache" / "mailops" / "wheels")
     with ssh_servers(1, tmp_path / "ssh") as (server,):
         (tmp_path / "known_hosts").write_text(server.known_hosts_line())
@@ -70,6 +72,15 @@ def lab(install, tmp_path, monkeypatch):
         spec = tmp_path / "spec.yaml"
         spec.write_text(_spec_text(tmp_path, install, server, "{file: relay.pw}"))
         yield Lab(spec, tmp_path, install, server)
+
+
+def _env(lab: Lab) -> dict[str, str]:
+    """For a mailops subprocess: this tree's code, the lab's cache."""
+    return {
+        "XDG_CACHE_HOME": str(lab.root / "cache"),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def _in_sync_twice(capsys, monkeypatch, lab: Lab) -> None:
@@ -92,7 +103,7 @@ def test_a_second_noop_takes_the_memo_without_the_spec_model(lab, capsys, monkey
         "finally:\n"
         "    print(sorted(m for m in ('mailops.spec.model', 'pydantic') if m in sys.modules))\n"
     )
-    env = {"XDG_CACHE_HOME": str(lab.root / "cache"), "PATH": "/usr/bin:/bin"}
+    env = _env(lab)
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [IN_SYNC, "[]"]
@@ -166,7 +177,6 @@ def test_a_host_key_no_longer_trusted_misses_and_the_full_path_refuses(lab, caps
 
 def test_a_spec_that_reads_a_variable_makes_no_memo(lab, capsys, monkeypatch):
     monkeypatch.setenv("MEMO_TEST_RELAY", RELAY_PASSWORD)
-    monkeypatch.setattr(inputs, "_variables", set())
     lab.spec.write_text(_spec_text(lab.root, lab.install, lab.server, "{env: MEMO_TEST_RELAY}"))
     code, out, err = run(capsys, monkeypatch, "apply", str(lab.spec), "--yes")
     assert code == 0, out + err
@@ -207,7 +217,7 @@ def test_only_plain_applies_are_asked_ahead():
 
 
 def _mailops(lab: Lab, *args: str) -> subprocess.CompletedProcess:
-    env = {"XDG_CACHE_HOME": str(lab.root / "cache"), "PATH": "/usr/bin:/bin"}
+    env = _env(lab)
     command = [sys.executable, "-m", "mailops", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=lab.root)
 
@@ -220,7 +230,7 @@ def _early(lab: Lab, asked_for: Path) -> str:
         f"started, noted = entry.early_replay({str(asked_for)!r}, None)\n"
         "print(started, noted and noted.hosts)\n"
     )
-    env = {"XDG_CACHE_HOME": str(lab.root / "cache"), "PATH": "/usr/bin:/bin"}
+    env = _env(lab)
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,26 @@ def test_handler_choice():
     assert not handlers.toml_needs_restart(b'hostname = "a"\nlisteners = []\n', new)
     assert handlers.toml_needs_restart(b'hostname = "b"\nlisteners = [1]\n', new)
     assert handlers.toml_needs_restart(None, new)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze (systemd)")
+def test_systemd_accepts_the_rendered_unit(tmp_path, monkeypatch):
+    """systemd's own parser reads the unit: every directive known, every value
+    valid (this machine runs no systemd; `systemd-analyze verify` needs none)."""
+    install = tmp_path / "opt"
+    (install / "current" / "bin").mkdir(parents=True)
+    runtime = install / "current" / "bin" / "mailops"
+    runtime.write_text("#!/bin/sh\n")
+    runtime.chmod(0o755)
+    text = (EXAMPLES / "single-host.yaml").read_text()
+    text = text.replace("  mx1:\n", f"  mx1:\n    paths: {{install: {install}}}\n", 1)
+    (tmp_path / "spec.yaml").write_text(text)
+    monkeypatch.setenv("ALICE_PASSWORD", "pw")
+    bundle = render_host(load_spec(tmp_path / "spec.yaml"), "mx1")
+    unit = tmp_path / "mailops.service"
+    unit.write_bytes(bundle.files["systemd/mailops.service"].data)
+    assert f"ExecStart={runtime} serve" in unit.read_text()
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
