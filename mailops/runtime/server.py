@@ -45,6 +45,12 @@ def tls_context(config: RuntimeConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No TLS 1.3 session tickets. A server sends them after the handshake, while
+    # the client already writes its first command; a client that reads and writes
+    # one TLS connection from two threads (imaplib2, in offlineimap) then races
+    # inside OpenSSL, and that command can be lost: the session hangs (1 in 4
+    # STARTTLS sessions here). Mail clients seldom resume TLS sessions anyway.
+    context.num_tickets = 0
     try:
         context.load_cert_chain(config.tls.cert, config.tls.key)
     except (OSError, ssl.SSLError) as exc:
