@@ -61,10 +61,8 @@ def _spec_text(root: Path, install: Path, server: SshServer, relay_password: str
 def lab(install, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     # The files here are written a moment before they are read: let them count
-    # at once (test_a_file_changed_just_now_makes_no_memo keeps the real rule).
+    # at once (test_a_file_changed_just_now_makes_no_memo tests the rule).
     monkeypatch.setattr(inputs, "RACY_NS", 0)
-    inputs.forget()  # reads of earlier tests in this process are not this spec's
-    monkeypatch.setattr(wheels, "cache_dir", lambda: tmp_path / "cache" / "mailops" / "wheels")
     with ssh_servers(1, tmp_path / "ssh") as (server,):
         (tmp_path / "known_hosts").write_text(server.known_hosts_line())
         (tmp_path / "alice.pw").write_text(ALICE_PASSWORD + "\n")
