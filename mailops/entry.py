@@ -61,13 +61,12 @@ def _child(spec: str, out: int) -> None:
         os.dup2(devnull, 1)  # nothing from here may reach the user's terminal
         os.dup2(devnull, 2)
         import json
-        from dataclasses import asdict
         from pathlib import Path
 
         from mailops.deploy import memo
 
         noted = memo.replay(Path(spec), None)
-        answer = noted and {"hosts": noted.hosts, "warnings": [asdict(w) for w in noted.warnings]}
+        answer = noted and noted.as_json()
         os.write(out, json.dumps(answer).encode())
     finally:
         os._exit(0)  # not the parent's atexit handlers, nor its buffered output
@@ -97,13 +96,10 @@ def _answer(data: bytes):
     import json
 
     from mailops.deploy.memo import InSync
-    from mailops.spec.diagnostics import Diagnostic
 
     try:
         answer = json.loads(data)
-        if answer is None:
-            return None
-        return InSync(answer["hosts"], [Diagnostic(**w) for w in answer["warnings"]])
+        return None if answer is None else InSync.from_json(answer)
     except (ValueError, KeyError, TypeError):  # the child died before it answered
         return None
 

@@ -62,6 +62,21 @@ class InSync:
     hosts: int
     warnings: list[Diagnostic]  # the spec's, which the full path would show
 
+    def as_json(self) -> dict:
+        return {"hosts": self.hosts, "warnings": _warnings_json(self.warnings)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> InSync:
+        return cls(data["hosts"], _warnings_from_json(data["warnings"]))
+
+
+def _warnings_json(warnings: list[Diagnostic]) -> list[dict]:
+    return [asdict(d) for d in warnings]
+
+
+def _warnings_from_json(data: list[dict]) -> list[Diagnostic]:
+    return [Diagnostic(**w) for w in data]
+
 
 def replay(spec: Path, hosts: list[str] | None, parallel: int | None = None) -> InSync | None:
     """The hosts found in sync as the memo says, or None: the full path must
@@ -71,7 +86,7 @@ def replay(spec: Path, hosts: list[str] | None, parallel: int | None = None) -> 
         memo = json.loads(memo_path(spec, hosts).read_bytes())
         if not _inputs_unchanged(memo, spec):
             return None
-        warnings = [Diagnostic(**w) for w in memo["warnings"]]
+        warnings = _warnings_from_json(memo["warnings"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     entries = memo["hosts"]
@@ -144,7 +159,7 @@ def record(
         "build": build,
         "spec": _spec_digest(spec),
         "files": files,
-        "warnings": [asdict(d) for d in warnings],
+        "warnings": _warnings_json(warnings),
         "hosts": [_host_entry(t, o, build) for t, o in zip(targets, outcomes, strict=True)],
     }
     try:
@@ -167,19 +182,13 @@ def _host_entry(target, outcome, build: str) -> dict:
     ssh = target.ssh
     return {
         "host": target.host_id,
-        "ssh": None
-        if ssh is None
-        else {
-            "host_id": ssh.host_id,
-            "address": ssh.address,
-            "port": ssh.port,
-            "user": ssh.user,
-            "identity_file": str(ssh.identity_file) if ssh.identity_file else None,
-            "known_hosts": str(ssh.known_hosts),
-            "spec_path": ssh.spec_path,
-        },
+        "ssh": None if ssh is None else {k: _plain(v) for k, v in asdict(ssh).items()},
         "login_user": target.login_user,
         "needs_root": target.needs_root,
         "request": request,
         "facts": outcome.plan.facts.digest,
     }
+
+
+def _plain(value):
+    return str(value) if isinstance(value, Path) else value
